@@ -1,0 +1,53 @@
+"""atomic-log-shm: a rolling window of typed records shared by one writer with many reader
+processes through POSIX shared memory, lock-free and zero-copy on the read side.
+
+    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    writer.append(1)
+    snap = AtomicLog.attach(log.name).snapshot()   # in any process
+"""
+
+from ._errors import (
+    AtomicLogError,
+    CorruptLogError,
+    DtypeMismatchError,
+    InvalidArgumentError,
+    InvalidNameError,
+    InvalidRecordError,
+    LogClosedError,
+    LogExistsError,
+    LogNotFoundError,
+    NotALogError,
+    OutOfSpaceError,
+    UnsupportedDtypeError,
+    UnsupportedPlatformError,
+    VersionMismatchError,
+    WriterClosedError,
+)
+from ._log import AtomicLog, remove_log
+from ._snapshot import Chunk, Snapshot
+from ._writer import Writer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AtomicLog",
+    "AtomicLogError",
+    "Chunk",
+    "CorruptLogError",
+    "DtypeMismatchError",
+    "InvalidArgumentError",
+    "InvalidNameError",
+    "InvalidRecordError",
+    "LogClosedError",
+    "LogExistsError",
+    "LogNotFoundError",
+    "NotALogError",
+    "OutOfSpaceError",
+    "Snapshot",
+    "UnsupportedDtypeError",
+    "UnsupportedPlatformError",
+    "VersionMismatchError",
+    "Writer",
+    "WriterClosedError",
+    "remove_log",
+]

@@ -1,0 +1,92 @@
+"""The writer claim: the exclusive right to append, held as an flock on the header region.
+
+flock() belongs to an open file description, so the kernel drops it when the last
+descriptor to it closes: on close(), when the Writer is collected, and when its process
+dies, SIGKILL included. Nothing a dead writer did can keep a new writer out.
+
+fork() copies descriptors, which would let a child keep its parent's claim alive. So a
+child process closes its copies at once (``os.register_at_fork``) and its inherited Writer
+objects become closed: only the process that claimed may write.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import weakref
+from typing import Protocol
+
+from . import _shm
+from ._errors import LogNotFoundError
+from ._header import PID_WORD, read_nonce
+
+
+class Claim:
+    """Exclusive write access to one log: the lock and a read-write map of its header."""
+
+    __slots__ = ("__weakref__", "_fd", "_region", "words")
+
+    def __init__(self, fd: int, region: mmap.mmap) -> None:
+        self._fd = fd
+        self._region = region
+        self.words = memoryview(region).cast("q")
+        self.words[PID_WORD] = os.getpid()  # informational: who holds the claim
+
+    @classmethod
+    def try_acquire(cls, name: str, nonce: int) -> Claim | None:
+        """Take the claim on log ``name``, or return None while another handle holds it."""
+        fd, region = _shm.open_write(_shm.header_path(name))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            region.close()
+            os.close(fd)
+            return None
+        if read_nonce(region) != nonce:
+            region.close()
+            os.close(fd)  # also drops the lock
+            raise LogNotFoundError(f"the log {name!r} was removed and replaced by another")
+        return cls(fd, region)
+
+    def release(self) -> None:
+        """Give the claim up. Idempotent."""
+        if self._fd < 0:
+            return
+        self.words[PID_WORD] = 0  # before unlocking, so a successor's pid is never erased
+        self._close()
+
+    def forget(self) -> None:
+        """In a forked child: drop the inherited copy, leaving the parent's claim held."""
+        if self._fd >= 0:
+            self._close()
+
+    def _close(self) -> None:
+        self.words.release()
+        self._region.close()
+        os.close(self._fd)  # the last descriptor of this lock: the kernel releases it
+        self._fd = -1
+
+    def fileno(self) -> int:
+        return self._fd
+
+
+class _Disownable(Protocol):
+    def _disown(self) -> None: ...
+
+
+_holders: weakref.WeakSet[_Disownable] = weakref.WeakSet()
+
+
+def track(holder: _Disownable) -> None:
+    """Have ``holder._disown()`` called in every child forked while it is alive."""
+    _holders.add(holder)
+
+
+def _disown_all_in_child() -> None:
+    for holder in list(_holders):
+        holder._disown()
+    _holders.clear()
+
+
+os.register_at_fork(after_in_child=_disown_all_in_child)

@@ -1,0 +1,67 @@
+"""The exception hierarchy: everything this library raises on purpose is an AtomicLogError.
+
+Where a standard exception also fits (a bad argument is a ValueError, a missing log is a
+FileNotFoundError), the class derives from both, so callers can catch either.
+"""
+
+from __future__ import annotations
+
+
+class AtomicLogError(Exception):
+    """Base class of every error raised by atomic_log_shm."""
+
+
+class InvalidArgumentError(AtomicLogError, ValueError):
+    """An argument is out of range (a capacity that is not positive, an unusable mode)."""
+
+
+class InvalidNameError(AtomicLogError, ValueError):
+    """The log name cannot be used as a POSIX shared-memory name."""
+
+
+class UnsupportedDtypeError(AtomicLogError, TypeError):
+    """The dtype cannot live in shared memory (objects, zero-sized, sub-array)."""
+
+
+class InvalidRecordError(AtomicLogError, ValueError):
+    """A value passed to append() or extend() does not fit the log's dtype."""
+
+
+class DtypeMismatchError(AtomicLogError, TypeError):
+    """attach() was given a dtype other than the one the log was created with."""
+
+
+class LogNotFoundError(AtomicLogError, FileNotFoundError):
+    """No log of that name exists (or it was removed or replaced)."""
+
+
+class LogExistsError(AtomicLogError, FileExistsError):
+    """A shared-memory region of that name already exists."""
+
+
+class NotALogError(AtomicLogError):
+    """The region exists but does not carry a log header."""
+
+
+class VersionMismatchError(AtomicLogError):
+    """The log was written by a version of this library with another layout."""
+
+
+class CorruptLogError(AtomicLogError):
+    """The shared memory of the log contradicts itself; nothing was read from it."""
+
+
+class WriterClosedError(AtomicLogError):
+    """The writer was closed (or belongs to the parent of a forked process)."""
+
+
+class LogClosedError(AtomicLogError):
+    """This process closed its handle on the log."""
+
+
+class OutOfSpaceError(AtomicLogError, OSError):
+    """Shared memory is full: a new segment could not be reserved. Nothing was published."""
+
+
+class UnsupportedPlatformError(AtomicLogError):
+    """This CPU or OS does not give the memory ordering the lock-free protocol relies on."""

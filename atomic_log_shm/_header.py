@@ -1,0 +1,252 @@
+"""The header region: the one place that knows the byte layout of a log.
+
+A log named ``NAME`` is one header region ``/NAME`` plus one region per live segment
+(see ``_shm.py`` for their names). The header is written in full by the creator before the
+magic is stored; after that only ``head``, ``writer_pid`` and the slots ever change, and
+only the writer changes them. Readers map it read-only.
+
+    offset        size  field              written by          read by
+    0             8     magic              creator (last)      attach
+    8             4     version            creator             attach
+    12            4     header_size        creator             attach
+    16            8     nonce              creator             segment names, claim
+    24            8     retained_capacity  creator             everyone
+    32            8     segment_capacity   creator             everyone
+    40            8     slot_count         creator             everyone
+    48            8     itemsize           creator             attach (checks the dtype)
+    56            8     dtype_size         creator             attach
+    64            8     head               writer, rollover    snapshot, refresh
+    72            8     writer_pid         claim               inspection only
+    80            8     created_ns         creator             inspection only
+    88            40    reserved (zero)    -                   -
+    128           16*n  slots[n]           writer              snapshot, refresh
+        +0        8       epoch            writer, rollover    validated before and after
+        +8        8       count            writer, append      the published prefix
+    128+16*n      d     dtype description  creator             attach
+                        (UTF-8 repr of numpy's descr, padded to 8 bytes)
+
+Slot ``s % n`` describes segment ``s`` while its epoch equals ``s``; ``n`` is
+``ceil(retained_capacity / segment_capacity) + 1``. Integers are little-endian int64 and
+8-byte aligned, so each is stored and loaded by one machine instruction (docs/design.md).
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import mmap
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.lib import format as npformat
+
+from ._errors import CorruptLogError, NotALogError, UnsupportedDtypeError, VersionMismatchError
+
+MAGIC = b"ALOGSHM\x00"
+VERSION = 1
+
+FIXED = np.dtype(
+    [
+        ("magic", "S8"),
+        ("version", "<u4"),
+        ("header_size", "<u4"),
+        ("nonce", "<u8"),
+        ("retained_capacity", "<i8"),
+        ("segment_capacity", "<i8"),
+        ("slot_count", "<i8"),
+        ("itemsize", "<i8"),
+        ("dtype_size", "<i8"),
+        ("head", "<i8"),
+        ("writer_pid", "<i8"),
+        ("created_ns", "<i8"),
+        ("reserved", "<i8", (5,)),
+    ]
+)
+SLOT = np.dtype([("epoch", "<i8"), ("count", "<i8")])
+assert FIXED.itemsize == 128 and SLOT.itemsize == 16
+
+
+def _offset(dt: np.dtype[Any], field: str) -> int:
+    fields = dt.fields
+    assert fields is not None
+    return int(fields[field][1])
+
+
+# Word indices into the header viewed as int64 (memoryview.cast("q")): the hot paths
+# index words directly instead of going through numpy field access.
+HEAD_WORD = _offset(FIXED, "head") // 8
+PID_WORD = _offset(FIXED, "writer_pid") // 8
+SLOTS_WORD = FIXED.itemsize // 8
+WORDS_PER_SLOT = SLOT.itemsize // 8
+EPOCH_OFFSET = _offset(SLOT, "epoch") // 8
+COUNT_OFFSET = _offset(SLOT, "count") // 8
+
+NO_SEGMENT = -1  # epoch of a slot that describes no segment (never made, or being retired)
+
+MAX_DTYPE_SIZE = 1 << 16  # a larger description is taken as damage, not parsed
+MAX_SEGMENT_BYTES = 1 << 40
+MAX_SLOTS = 1 << 20
+
+
+class Words(Protocol):
+    """The header seen as int64 words: a memoryview cast to "q" (or a closed stand-in)."""
+
+    def __getitem__(self, index: int, /) -> int: ...
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The immutable part of a header: what every handle needs to know about a log."""
+
+    nonce: int
+    retained_capacity: int
+    segment_capacity: int
+    slot_count: int
+    dtype: np.dtype[Any]
+    header_size: int
+
+    @property
+    def segment_bytes(self) -> int:
+        return self.segment_capacity * self.dtype.itemsize
+
+    def epoch_word(self, seq: int) -> int:
+        return SLOTS_WORD + WORDS_PER_SLOT * (seq % self.slot_count) + EPOCH_OFFSET
+
+
+def slot_count(retained_capacity: int, segment_capacity: int) -> int:
+    return math.ceil(retained_capacity / segment_capacity) + 1
+
+
+def check_dtype(dtype: Any) -> np.dtype[Any]:
+    """Return ``np.dtype(dtype)`` if its records can live in shared memory, else raise."""
+    try:
+        dt: np.dtype[Any] = np.dtype(dtype)
+    except (TypeError, ValueError) as exc:
+        raise UnsupportedDtypeError(f"{dtype!r} is not a numpy dtype: {exc}") from None
+    if dt.hasobject:
+        raise UnsupportedDtypeError(
+            f"dtype {dt} holds Python objects, which cannot live in shared memory; "
+            "use fixed-size fields (numbers, 'S'/'U' strings, datetimes)"
+        )
+    if dt.subdtype is not None:
+        raise UnsupportedDtypeError(
+            f"dtype {dt} is a sub-array; wrap it in a field, e.g. [('values', {dt.str!r}, {dt.shape})]"
+        )
+    if dt.itemsize == 0:
+        raise UnsupportedDtypeError(f"dtype {dt} has no size; give strings and voids a length")
+    descr = _describe(dt)
+    if _parse_dtype(descr) != dt:
+        raise UnsupportedDtypeError(f"dtype {dt} cannot be described in the header faithfully")
+    return dt
+
+
+def _describe(dt: np.dtype[Any]) -> bytes:
+    return repr(npformat.dtype_to_descr(dt)).encode()
+
+
+def _parse_dtype(raw: bytes) -> np.dtype[Any]:
+    # literal_eval evaluates literals only, never code: a damaged header cannot run anything.
+    return np.dtype(npformat.descr_to_dtype(ast.literal_eval(raw.decode())))
+
+
+def header_size(slots: int, dtype_size: int) -> int:
+    return FIXED.itemsize + SLOT.itemsize * slots + (dtype_size + 7) // 8 * 8
+
+
+def new_layout(nonce: int, retained_capacity: int, segment_capacity: int, dtype: np.dtype[Any]) -> Layout:
+    slots = slot_count(retained_capacity, segment_capacity)
+    return Layout(
+        nonce=nonce,
+        retained_capacity=retained_capacity,
+        segment_capacity=segment_capacity,
+        slot_count=slots,
+        dtype=dtype,
+        header_size=header_size(slots, len(_describe(dtype))),
+    )
+
+
+def write_header(region: mmap.mmap, layout: Layout, created_ns: int) -> None:
+    """Fill a zeroed header region; the magic goes last so a half-written one never attaches."""
+    descr = _describe(layout.dtype)
+    fixed = np.zeros(1, FIXED)
+    fixed["version"] = VERSION
+    fixed["header_size"] = layout.header_size
+    fixed["nonce"] = layout.nonce
+    fixed["retained_capacity"] = layout.retained_capacity
+    fixed["segment_capacity"] = layout.segment_capacity
+    fixed["slot_count"] = layout.slot_count
+    fixed["itemsize"] = layout.dtype.itemsize
+    fixed["dtype_size"] = len(descr)
+    fixed["head"] = 0
+    fixed["created_ns"] = created_ns
+    slots = np.zeros(layout.slot_count, SLOT)
+    slots["epoch"] = NO_SEGMENT
+    slots[0] = (0, 0)  # segment 0 exists from the start, empty
+    body = fixed.tobytes() + slots.tobytes() + descr
+    region[8 : len(body)] = body[8:]
+    region[0:8] = MAGIC  # last: attach() refuses the region until everything above is there
+
+
+def read_nonce(region: mmap.mmap) -> int | None:
+    """The nonce of the log in ``region``, or None if it carries no log header."""
+    if len(region) < FIXED.itemsize or region[0:8] != MAGIC:
+        return None
+    at = _offset(FIXED, "nonce")
+    return int.from_bytes(region[at : at + 8], "little")
+
+
+def read_layout(region: mmap.mmap, what: str) -> Layout:
+    """Validate a mapped header and return its layout; raise if it is not a sound log header.
+
+    ``what`` names the region in error messages. Every field is checked against the others
+    before it is used, so a damaged header raises instead of steering reads out of bounds.
+    """
+    # Fields are copied out (slicing an mmap copies) before they are checked, so no numpy
+    # view pins the mapping: the caller can close it whatever this function raises.
+    if len(region) < FIXED.itemsize:
+        raise NotALogError(f"{what} is {len(region)} bytes, too small to be a log header")
+    fixed = np.frombuffer(region[: FIXED.itemsize], FIXED)[0]
+    if bytes(fixed["magic"]).ljust(8, b"\x00") != MAGIC:
+        raise NotALogError(
+            f"{what} is not an atomic-log-shm log (wrong magic); if it is being created "
+            "right now, attach again in a moment"
+        )
+    if int(fixed["version"]) != VERSION:
+        raise VersionMismatchError(
+            f"{what} has layout version {int(fixed['version'])}; this library reads version "
+            f"{VERSION}: use the same atomic-log-shm release in every process"
+        )
+    retained = int(fixed["retained_capacity"])
+    capacity = int(fixed["segment_capacity"])
+    slots = int(fixed["slot_count"])
+    itemsize = int(fixed["itemsize"])
+    dtype_size = int(fixed["dtype_size"])
+
+    def corrupt(detail: str) -> CorruptLogError:
+        return CorruptLogError(f"{what} has a damaged header: {detail}")
+
+    if retained <= 0 or capacity <= 0 or capacity * max(itemsize, 1) > MAX_SEGMENT_BYTES:
+        raise corrupt(f"capacities {retained}/{capacity} are out of range")
+    if slots != slot_count(retained, capacity) or slots > MAX_SLOTS:
+        raise corrupt(f"{slots} slots do not match capacities {retained}/{capacity}")
+    if not 0 < dtype_size <= MAX_DTYPE_SIZE:
+        raise corrupt(f"dtype description of {dtype_size} bytes")
+    size = header_size(slots, dtype_size)
+    if int(fixed["header_size"]) != size or len(region) < size:
+        raise corrupt(f"header size {int(fixed['header_size'])} (expected {size}, mapped {len(region)})")
+    start = FIXED.itemsize + SLOT.itemsize * slots
+    try:
+        dtype = _parse_dtype(region[start : start + dtype_size])
+    except Exception as exc:  # any parse failure of damaged bytes is damage, whatever its type
+        raise corrupt(f"unreadable dtype description ({type(exc).__name__})") from None
+    if dtype.itemsize != itemsize or dtype.hasobject or itemsize <= 0:
+        raise corrupt(f"dtype {dtype} does not match item size {itemsize}")
+    return Layout(
+        nonce=int(fixed["nonce"]),
+        retained_capacity=retained,
+        segment_capacity=capacity,
+        slot_count=slots,
+        dtype=dtype,
+        header_size=size,
+    )

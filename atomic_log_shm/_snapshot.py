@@ -1,0 +1,214 @@
+"""Snapshots: stable, zero-copy views of the retained records, refreshed in place.
+
+Reader protocol. A reader writes nothing to shared memory. To read segment ``s`` it:
+
+1. loads ``head`` (the newest segment; pairs with the writer's last store of a rollover);
+2. loads the epoch of slot ``s % n``; unless it equals ``s`` the slot describes another
+   segment (``s`` was reclaimed, or is being replaced) and ``s`` is not shown;
+3. loads the slot's count ``c`` (pairs with the writer's count store after each append);
+4. loads the epoch again; unless it still equals ``s`` the writer retired the slot in
+   between, and ``c`` may belong to the next occupant: ``s`` is not shown;
+5. maps ``/NAME@nonce.s`` read-only (if its name is gone, ``s`` was reclaimed) and shows
+   records ``[0, c)``.
+
+Why a torn or unpublished record can never be observed: the writer stores a record before
+it stores the count that covers it; on x86-64 stores become visible in program order and
+loads are not reordered with older loads, so a reader that loaded ``c`` then loads records
+below ``c`` as they were stored. Records below a published count are never stored again
+(a new writer resumes at the published count), and regions are never reused (each segment
+has a fresh name), so a view stays valid for as long as its arrays live, after reclamation
+too. Epochs only grow, so the check in steps 2 and 4 cannot be fooled by a slot that
+changed and changed back. The full argument is in docs/design.md.
+
+Refresh tries three strategies, cheapest first: the same head with (perhaps) more records;
+new segments after the ones held (keep what is still retained, add the rest); a rebuild.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy.typing as npt
+
+from ._errors import AtomicLogError, CorruptLogError
+from ._header import COUNT_OFFSET, EPOCH_OFFSET, HEAD_WORD, Words
+
+if TYPE_CHECKING:
+    from ._log import AtomicLog
+
+_REBUILD_TRIES = 1000
+_values = itemgetter(1)
+
+
+class Chunk(NamedTuple):
+    """The records a snapshot shows from one segment."""
+
+    sequence: int
+    """The segment's number: 0 for the first segment of the log, then one more each."""
+    values: npt.NDArray[Any]
+    """A read-only numpy array viewing the segment in shared memory (no copy)."""
+
+
+def published(words: Words, epoch_word: int, seq: int, capacity: int) -> int:
+    """How many records of segment ``seq`` are published, or -1 if its slot is not its own."""
+    if words[epoch_word] != seq:
+        return -1
+    count: int = words[epoch_word - EPOCH_OFFSET + COUNT_OFFSET]  # pairs with the writer's count store
+    if words[epoch_word] != seq:  # re-check: the slot may have been retired meanwhile
+        return -1
+    if not 0 <= count <= capacity:
+        raise CorruptLogError(f"segment {seq} claims {count} records; it holds {capacity}")
+    return count
+
+
+class Snapshot:
+    """A stable view of the records a log retained when it was taken (or last refreshed).
+
+    The arrays it shows view shared memory without copying and never change; holding the
+    snapshot (or any of its arrays) keeps their segments mapped, even after the writer
+    reclaimed them. ``refresh()`` moves the view forward in place.
+    """
+
+    __slots__ = ("_chunks", "_head", "_head_array", "_head_count", "_head_word", "_len", "_log")
+    _chunks: list[Chunk]
+    _len: int
+    _head: int  # the newest segment shown (or mapped, if it had no records yet)
+    _head_word: int  # the header word of its slot's epoch
+    _head_count: int  # how many of its records are shown
+    _head_array: npt.NDArray[Any]  # all of it, mapped, for growing the view in place
+
+    def __init__(self, log: AtomicLog) -> None:
+        self._log = log
+        self._rebuild()
+
+    def refresh(self) -> None:
+        """Replace this view with the log's current one. Cheap when little changed.
+
+        Arrays and iterators obtained before keep showing what they showed. A reader that
+        fell further behind than the retained window loses continuity: the view restarts
+        at the oldest retained segment.
+        """
+        log = self._log
+        words = log._words
+        head = words[HEAD_WORD]
+        if head == self._head:
+            count = published(words, self._head_word, head, log._layout.segment_capacity)
+            if count == self._head_count:
+                return
+            if count > self._head_count:
+                self._grow_head(count)
+                return
+        elif head > self._head and self._advance(head):
+            return
+        self._rebuild()
+
+    def _grow_head(self, count: int) -> None:
+        values = self._head_array[:count]
+        if self._head_count:
+            self._chunks[-1] = Chunk(self._head, values)
+        else:
+            self._chunks.append(Chunk(self._head, values))
+        self._len += count - self._head_count
+        self._head_count = count
+
+    def _advance(self, head: int) -> bool:
+        """Keep the held segments that are still retained and add the newer ones."""
+        log = self._log
+        layout = log._layout
+        capacity = layout.segment_capacity
+        oldest = head - layout.slot_count + 1
+        if self._head < oldest:
+            return False
+        head_word = layout.epoch_word(head)
+        count = published(log._words, head_word, head, capacity)
+        if count < 0:
+            return False
+        added = []
+        for seq in range(self._head + 1, head + 1):
+            array = log._segment(seq)
+            if array is None:
+                return False
+            added.append(array)
+        chunks = self._chunks
+        # The old head segment is full now that a newer one exists.
+        self._grow_head(capacity)
+        while chunks and chunks[0].sequence < oldest:
+            self._len -= len(chunks.pop(0).values)
+        for seq, array in enumerate(added[:-1], self._head + 1):
+            chunks.append(Chunk(seq, array))
+        self._len += capacity * (len(added) - 1)
+        self._head, self._head_word, self._head_array, self._head_count = head, head_word, added[-1], 0
+        if count:
+            self._grow_head(count)
+        return True
+
+    def _rebuild(self) -> None:
+        log = self._log
+        words = log._words
+        layout = log._layout
+        capacity = layout.segment_capacity
+        for _ in range(_REBUILD_TRIES):
+            head = words[HEAD_WORD]
+            if head < 0:
+                raise CorruptLogError(f"log {log.name!r} has head segment {head}")
+            head_word = layout.epoch_word(head)
+            count = published(words, head_word, head, capacity)
+            head_array = log._segment(head) if count >= 0 else None
+            if head_array is None:
+                continue  # the writer moved on between our loads; look again
+            chunks = [Chunk(head, head_array[:count])] if count else []
+            for seq in range(head - 1, max(head - layout.slot_count, -1), -1):
+                full = published(words, layout.epoch_word(seq), seq, capacity)
+                if full < 0:
+                    break  # reclaimed, and every older segment with it
+                if full != capacity:
+                    raise CorruptLogError(
+                        f"log {log.name!r}: segment {seq} is older than the head but holds "
+                        f"{full} of {capacity} records"
+                    )
+                array = log._segment(seq)
+                if array is None:
+                    break
+                chunks.append(Chunk(seq, array))
+            chunks.reverse()
+            self._chunks = chunks
+            self._len = capacity * (len(chunks) - 1) + count if count else capacity * len(chunks)
+            self._head, self._head_word, self._head_count, self._head_array = (
+                head,
+                head_word,
+                count,
+                head_array,
+            )
+            return
+        raise AtomicLogError(
+            f"log {log.name!r}: the writer replaced the head segment {_REBUILD_TRIES} times "
+            "while this reader looked; use larger segments"
+        )
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[Any]:
+        """Every record shown, oldest first, as read-only numpy scalars."""
+        return itertools.chain.from_iterable(map(_values, tuple(self._chunks)))
+
+    iter = __iter__
+
+    def chunks(self) -> Iterator[Chunk]:
+        """The records shown, one Chunk per segment, oldest first; empty segments are skipped."""
+        return iter(tuple(self._chunks))
+
+    @property
+    def log(self) -> AtomicLog:
+        """The log handle this snapshot reads."""
+        return self._log
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Snapshot cannot be pickled: send the log and snapshot it there")
+
+    def __repr__(self) -> str:
+        seqs = f"{self._chunks[0].sequence}..{self._chunks[-1].sequence}" if self._chunks else "none"
+        return f"<Snapshot of {self._log.name!r} len={self._len} segments={seqs}>"

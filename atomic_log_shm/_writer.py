@@ -1,0 +1,242 @@
+"""The writer: appends records to the head segment and publishes them.
+
+Publication protocol (the argument is in docs/design.md, "Memory ordering"):
+
+* append: store the record at index ``count`` of the head segment, then store
+  ``count + 1`` in the head's slot. Readers load the count before the records, so every
+  record below a count they loaded is complete.
+* rollover (the append that finds the head full): make the next segment, retire the slot
+  it takes over (epoch := NO_SEGMENT, count := 0, epoch := seq), publish ``head := seq``,
+  then unlink the oldest segment's name. Readers validate a slot's epoch before and after
+  loading its count, so a retired slot is never read as the segment it used to describe.
+
+Records at indices >= count are never shown, so a failed or interrupted store there (a bad
+value, a SIGKILL) is invisible and simply overwritten by the next append.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _claim, _segment
+from ._errors import CorruptLogError, InvalidRecordError, LogNotFoundError, WriterClosedError
+from ._header import COUNT_OFFSET, EPOCH_OFFSET, HEAD_WORD, NO_SEGMENT
+
+if TYPE_CHECKING:
+    from ._log import AtomicLog
+
+_VALUE_ERRORS = (TypeError, ValueError, OverflowError)
+
+
+class Writer:
+    """The exclusive right to append to one log, held by one process at a time.
+
+    Obtained from ``AtomicLog.new_claimed()`` or ``AtomicLog.try_claim_writer()``. The claim
+    ends with ``close()``, the end of a ``with`` block, garbage collection of the writer or
+    the death of its process; the log and its history stay. A writer is not thread-safe:
+    use it from one thread at a time.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_capacity",
+        "_claim",
+        "_closed_because",
+        "_count",
+        "_count_word",
+        "_data",
+        "_finalizer",
+        "_layout",
+        "_log",
+        "_mode",
+        "_name",
+        "_seq",
+        "_words",
+    )
+
+    def __init__(self, log: AtomicLog, claim: _claim.Claim, mode: int) -> None:
+        self._log = log
+        self._name = log.name
+        self._layout = layout = log._layout
+        self._mode = mode
+        self._claim = claim
+        self._finalizer = weakref.finalize(self, claim.release)
+        self._closed_because = ""
+        try:
+            words = self._words = claim.words
+            head = words[HEAD_WORD]
+            epoch_word = layout.epoch_word(head)
+            count = words[epoch_word - EPOCH_OFFSET + COUNT_OFFSET]
+            if head < 0 or words[epoch_word] != head or not 0 <= count <= layout.segment_capacity:
+                raise CorruptLogError(
+                    f"log {self._name!r}: head segment {head} has no valid slot; "
+                    "remove the log with atomic_log_shm.remove_log() and create it anew"
+                )
+            # A writer that died may have left a half-made next segment, or an old one it
+            # had not unlinked yet: nobody else can be making segments now, so remove them.
+            _segment.unlink_outside(self._name, layout, head - layout.slot_count + 1, head)
+            self._enter_segment(head, _segment.open_writable(self._name, layout, head), count)
+        except BaseException:
+            self._finalizer()
+            raise
+        _claim.track(self)
+
+    def _enter_segment(self, seq: int, data: npt.NDArray[Any], count: int) -> None:
+        self._seq = seq
+        self._data = data
+        self._count = count
+        self._capacity = self._layout.segment_capacity
+        self._count_word = self._layout.epoch_word(seq) - EPOCH_OFFSET + COUNT_OFFSET
+
+    def append(self, value: Any) -> None:
+        """Publish one record: a scalar, a tuple for a structured dtype, or a numpy scalar.
+
+        The record is visible to every reader once this returns. If ``value`` does not fit
+        the dtype, InvalidRecordError is raised and the log is exactly as it was.
+        """
+        i = self._count
+        if i >= self._capacity:  # head full, or writer closed (capacity -1): the slow path
+            self._append_rolling(value)
+            return
+        try:
+            self._data[i] = value  # unpublished until the count store below
+        except _VALUE_ERRORS as exc:
+            raise self._bad_value(value, exc) from None
+        i += 1
+        self._count = i
+        # Publish: after the record store above; pairs with the count load in
+        # _snapshot.published(), which readers make before loading any record.
+        self._words[self._count_word] = i
+
+    def extend(self, values: Any) -> None:
+        """Publish a sequence of records (any array-like), one publication per segment.
+
+        The whole batch is converted first, so a bad value raises InvalidRecordError before
+        anything is published. If shared memory runs out part-way (OutOfSpaceError), the
+        records in segments already filled stay published; ``exc.published`` says how many.
+        """
+        self._check_open()
+        records = self._as_records(values)
+        total = len(records)
+        done = 0
+        while done < total:
+            i = self._count
+            if i >= self._capacity:
+                try:
+                    self._roll()
+                except Exception as exc:
+                    exc.published = done  # type: ignore[attr-defined]
+                    raise
+                i = 0
+            end = min(self._capacity, i + total - done)
+            self._data[i:end] = records[done : done + end - i]  # unpublished until below
+            done += end - i
+            self._count = end
+            self._words[self._count_word] = end  # publish; pairs with _snapshot.published()
+
+    def _append_rolling(self, value: Any) -> None:
+        self._check_open()
+        record = np.empty(1, self._layout.dtype)
+        try:
+            record[0] = value  # check the value before the rollover changes the log
+        except _VALUE_ERRORS as exc:
+            raise self._bad_value(value, exc) from None
+        self._roll()
+        self._data[0:1] = record
+        self._count = 1
+        self._words[self._count_word] = 1  # publish; pairs with _snapshot.published()
+
+    def _roll(self) -> None:
+        """Make segment ``head + 1`` the head, then reclaim the oldest segment."""
+        layout = self._layout
+        if os.fstat(self._claim.fileno()).st_nlink == 0:
+            self._close("the log was unlinked")
+            raise LogNotFoundError(f"log {self._name!r} was unlinked; its writer is closed")
+        seq = self._seq + 1
+        data = _segment.create(self._name, layout, seq, self._mode)  # may raise: nothing changed yet
+        words = self._words
+        epoch_word = layout.epoch_word(seq)
+        # Retire the slot of segment seq - n in three ordered stores; a reader that loaded
+        # the old epoch and then loads it again (after its count load) sees it changed.
+        words[epoch_word] = NO_SEGMENT
+        words[epoch_word - EPOCH_OFFSET + COUNT_OFFSET] = 0
+        words[epoch_word] = seq
+        # Publish the new head after its slot is ready: pairs with the head load in
+        # _snapshot, which readers make before loading any slot.
+        words[HEAD_WORD] = seq
+        _segment.unlink(self._name, layout, seq - layout.slot_count)
+        self._enter_segment(seq, data, 0)
+
+    def _as_records(self, values: Any) -> npt.NDArray[Any]:
+        dtype = self._layout.dtype
+        if isinstance(values, np.ndarray) and values.dtype == dtype:
+            records = values
+        else:
+            try:
+                records = np.asarray(values, dtype=dtype)
+            except _VALUE_ERRORS as exc:
+                raise self._bad_value(values, exc) from None
+        if records.ndim != 1:
+            if records.ndim == 0:
+                raise TypeError("extend() takes a sequence of records; use append() for one")
+            raise InvalidRecordError(
+                f"extend() takes a 1-d sequence of records of {dtype}, got shape {records.shape}"
+            )
+        return records
+
+    def _bad_value(self, value: Any, exc: BaseException) -> InvalidRecordError:
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        return InvalidRecordError(f"cannot store {shown} as a record of {self._layout.dtype}: {exc}")
+
+    def _check_open(self) -> None:
+        if self._closed_because:
+            raise WriterClosedError(
+                f"this writer of {self._name!r} is closed ({self._closed_because}); "
+                "claim a new one with log.try_claim_writer()"
+            )
+
+    def _close(self, because: str) -> None:
+        if not self._closed_because:
+            self._closed_because = because
+            self._capacity = -1  # routes append() to the slow path, which raises
+            self._data = np.empty(0, self._layout.dtype)
+
+    def _disown(self) -> None:
+        """Called in a forked child: the claim stays with the parent."""
+        self._claim.forget()
+        self._finalizer.detach()
+        self._close("it belongs to the parent of this forked process")
+
+    def close(self) -> None:
+        """Give up the claim; the log and everything published stay. Idempotent."""
+        self._close("close() was called")
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._closed_because)
+
+    @property
+    def log(self) -> AtomicLog:
+        """The log handle this writer was claimed from."""
+        return self._log
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Writer cannot be pickled: send the log and call try_claim_writer() there")
+
+    def __repr__(self) -> str:
+        state = f"closed: {self._closed_because}" if self._closed_because else "open"
+        return f"<Writer of {self._name!r} segment={self._seq} count={self._count} {state}>"

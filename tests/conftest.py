@@ -1,0 +1,50 @@
+"""Shared fixtures. Every test gets unique log names and must leave /dev/shm as it found it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from atomic_log_shm import LogNotFoundError, remove_log
+
+SHM = "/dev/shm"
+
+
+def _entries() -> set[str]:
+    return {e for e in os.listdir(SHM) if not e.startswith("sem.")}
+
+
+@pytest.fixture(autouse=True)
+def no_shm_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail any test that leaves new entries in /dev/shm (and remove them)."""
+    before = _entries()
+    yield
+    leaked = sorted(_entries() - before)
+    for entry in leaked:
+        try:
+            os.unlink(os.path.join(SHM, entry))
+        except FileNotFoundError:
+            pass
+    if leaked:
+        pytest.fail(f"{request.node.nodeid} left {len(leaked)} entries in {SHM}: {leaked[:5]}")
+
+
+@pytest.fixture
+def log_name() -> Iterator[Callable[[], str]]:
+    """A factory of unique log names; whatever they name is removed after the test."""
+    names: list[str] = []
+
+    def make() -> str:
+        name = f"alstest-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        names.append(name)
+        return name
+
+    yield make
+    for name in names:
+        try:
+            remove_log(name)
+        except LogNotFoundError:
+            pass
