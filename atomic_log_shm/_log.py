@@ -132,9 +132,10 @@ class AtomicLog:
             )
         layout = _header.new_layout(secrets.randbits(64), retained_capacity, segment_capacity, dt)
         path = _shm.header_path(name)
-        region = _shm.create(path, layout.header_size, mode)
+        fd, region = _shm.create(path, layout.header_size, mode)
+        os.close(fd)
         try:
-            _segment.create(name, layout, 0, mode)
+            _segment.create(name, layout, 0, mode).close()
             _header.write_header(region, layout, time.time_ns())
         except BaseException:
             _segment.unlink(name, layout, 0)

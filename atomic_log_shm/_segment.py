@@ -8,7 +8,9 @@ record scalar) still refers to it, even after the writer unlinked the region's n
 
 from __future__ import annotations
 
+import mmap
 import os
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -21,20 +23,104 @@ from ._header import Layout
 Records = npt.NDArray[Any]
 
 
-def create(name: str, layout: Layout, seq: int, mode: int) -> Records:
-    """Make segment ``seq`` (reserved, zeroed) and return it writable. Raises before any change
-    to the log if the region cannot be made (OutOfSpaceError, LogExistsError)."""
-    region = _shm.create(_shm.segment_path(name, layout.nonce, seq), layout.segment_bytes, mode)
-    return np.frombuffer(region, layout.dtype, count=layout.segment_capacity)
+def create(name: str, layout: Layout, seq: int, mode: int) -> Region:
+    """Make segment ``seq`` (reserved, zeroed, its pages mapped) for the writer.
+    Raises before any change to the log if the region cannot be made (OutOfSpaceError)."""
+    path = _shm.segment_path(name, layout.nonce, seq)
+    fd, region = _shm.create(path, layout.segment_bytes, mode, mmap.MAP_SHARED | mmap.MAP_POPULATE)
+    return Region(seq, fd, np.frombuffer(region, layout.dtype, count=layout.segment_capacity))
 
 
-def open_writable(name: str, layout: Layout, seq: int) -> Records:
+class Region:
+    """A segment as the writer holds it: its number, a descriptor and a writable array."""
+
+    __slots__ = ("array", "fd", "seq")
+
+    def __init__(self, seq: int, fd: int, array: Records) -> None:
+        self.seq = seq
+        self.fd = fd
+        self.array = array
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class WriterSegments:
+    """The segments a writer has made, kept mapped so their pages can be used again.
+
+    A fresh region costs the kernel a zeroed page per page and a page fault per page on
+    first store: about 1 ms for a 2 MiB segment here, all of it in the append that rolls
+    over, while a ring of hot pages (the floor a Python writer can reach) pays nothing.
+    So the segment that leaves the window is not unlinked but renamed to the name of the
+    segment after next (``retire``), and when that one is needed (``take``) its pages are
+    reused, provided no other process has it open or mapped any more (``_shm.unshared``):
+    a reader that still holds it keeps its values unchanged, and the writer makes a fresh
+    region instead. The renamed region is unpublished and numbered above the head, so no
+    reader opens it; close() unlinks it, and a writer that claims after a crash removes it.
+    """
+
+    __slots__ = ("_layout", "_live", "_mode", "_name", "_spare")
+
+    def __init__(self, name: str, layout: Layout, mode: int, head: Region) -> None:
+        self._name = name
+        self._layout = layout
+        self._mode = mode
+        self._live: deque[Region] = deque([head])
+        self._spare: Region | None = None
+
+    def take(self, seq: int) -> Records:
+        """Segment ``seq`` for the writer, its old pages reused if nobody else holds them.
+        Raises (changing nothing) if it cannot be made; the next call tries again."""
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.seq == seq and _shm.unshared(spare.fd):
+            region = spare
+        else:
+            if spare is not None:
+                self._unlink(spare)
+            region = create(self._name, self._layout, seq, self._mode)
+        self._live.append(region)
+        return region.array
+
+    def retire(self, seq: int, spare_seq: int) -> None:
+        """Segment ``seq`` left the window: take its name away, keeping it as the spare for
+        segment ``spare_seq`` if this writer made it, else unlinking it."""
+        live = self._live
+        while live and live[0].seq < seq:  # never expected: only one segment leaves at a time
+            self._unlink(live.popleft())
+        if live and live[0].seq == seq and self._spare is None:
+            region = live.popleft()
+            old = _shm.segment_path(self._name, self._layout.nonce, seq)
+            if _shm.rename(old, _shm.segment_path(self._name, self._layout.nonce, spare_seq)):
+                region.seq = spare_seq
+                self._spare = region
+                return
+            region.close()
+        elif seq >= 0:
+            unlink(self._name, self._layout, seq)
+
+    def _unlink(self, region: Region) -> None:
+        unlink(self._name, self._layout, region.seq)
+        region.close()
+
+    def close(self) -> None:
+        """Unlink the spare and let go of every descriptor; the log's segments stay."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            self._unlink(spare)
+        while self._live:
+            self._live.popleft().close()
+
+
+def open_writable(name: str, layout: Layout, seq: int) -> Region:
+    """Map the existing segment ``seq`` read-write (a new writer's head)."""
     path = _shm.segment_path(name, layout.nonce, seq)
     fd, region = _shm.open_write(path)
-    os.close(fd)
     if len(region) < layout.segment_bytes:
+        os.close(fd)
         raise CorruptLogError(f"segment {path!r} is {len(region)} bytes, short of {layout.segment_bytes}")
-    return np.frombuffer(region, layout.dtype, count=layout.segment_capacity)
+    return Region(seq, fd, np.frombuffer(region, layout.dtype, count=layout.segment_capacity))
 
 
 def open_readonly(name: str, layout: Layout, seq: int) -> Records | None:

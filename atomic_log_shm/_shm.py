@@ -10,6 +10,7 @@ segments of an earlier, crashed log of the same name.
 from __future__ import annotations
 
 import errno
+import fcntl
 import mmap
 import os
 import re
@@ -44,8 +45,9 @@ def segment_path(name: str, nonce: int, seq: int) -> str:
     return f"/{name}@{nonce:016x}.{seq}"
 
 
-def create(path: str, size: int, mode: int) -> mmap.mmap:
-    """Create a region of ``size`` bytes with its memory reserved, and map it read-write.
+def create(path: str, size: int, mode: int, flags: int = mmap.MAP_SHARED) -> tuple[int, mmap.mmap]:
+    """Create a region of ``size`` bytes with its memory reserved, and map it read-write
+    with mmap ``flags``. Returns its file descriptor (the caller closes it) and the map.
 
     On tmpfs, ftruncate() alone reserves nothing: the first store to a page that cannot be
     had kills the process with SIGBUS. posix_fallocate() takes the pages now, so running
@@ -58,16 +60,15 @@ def create(path: str, size: int, mode: int) -> mmap.mmap:
     try:
         os.fchmod(shm.fd, mode)  # exactly `mode`, whatever the umask
         os.posix_fallocate(shm.fd, 0, size)
-        return mmap.mmap(shm.fd, size)
-    except OSError as exc:
+        return shm.fd, mmap.mmap(shm.fd, size, flags=flags)
+    except BaseException as exc:
+        shm.close_fd()
         unlink_quietly(path)
-        if exc.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
             raise OutOfSpaceError(
                 exc.errno, f"no room in {SHM_DIR} for {size} bytes ({path}); free some and retry"
             ) from None
         raise
-    finally:
-        shm.close_fd()
 
 
 def open_read(path: str) -> mmap.mmap | None:
@@ -103,6 +104,32 @@ def unlink_quietly(path: str) -> bool:
         posix_ipc.unlink_shared_memory(path)
     except posix_ipc.ExistentialError:
         return False
+    return True
+
+
+def rename(old: str, new: str) -> bool:
+    """Give region ``old`` the name ``new``; False if ``old`` does not exist (any more)."""
+    try:
+        os.rename(SHM_DIR + old, SHM_DIR + new)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def unshared(fd: int) -> bool:
+    """True if no other open file description refers to the region behind ``fd``: no
+    other process (nor another handle of this one) has it open or mapped.
+
+    The kernel counts every open and every mapping of a file, and grants a write lease
+    only when the caller's is the sole one; the lease is dropped at once. While it is held
+    (a few microseconds) an open() of the region by another process would wait for it:
+    only regions whose name no reader can know yet are ever asked about.
+    """
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+    except OSError:  # EAGAIN: someone else has it; EACCES/EINVAL: leases not available here
+        return False
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
     return True
 
 

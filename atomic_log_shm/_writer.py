@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 _VALUE_ERRORS = (TypeError, ValueError, OverflowError)
 
 
+def _release(segments: _segment.WriterSegments, claim: _claim.Claim) -> None:
+    segments.close()
+    claim.release()
+
+
 class Writer:
     """The exclusive right to append to one log, held by one process at a time.
 
@@ -53,8 +58,8 @@ class Writer:
         "_finalizer",
         "_layout",
         "_log",
-        "_mode",
         "_name",
+        "_segments",
         "_seq",
         "_words",
     )
@@ -63,9 +68,7 @@ class Writer:
         self._log = log
         self._name = log.name
         self._layout = layout = log._layout
-        self._mode = mode
         self._claim = claim
-        self._finalizer = weakref.finalize(self, claim.release)
         self._closed_because = ""
         try:
             words = self._words = claim.words
@@ -80,10 +83,13 @@ class Writer:
             # A writer that died may have left a half-made next segment, or an old one it
             # had not unlinked yet: nobody else can be making segments now, so remove them.
             _segment.unlink_outside(self._name, layout, head - layout.slot_count + 1, head)
-            self._enter_segment(head, _segment.open_writable(self._name, layout, head), count)
+            region = _segment.open_writable(self._name, layout, head)
         except BaseException:
-            self._finalizer()
+            claim.release()
             raise
+        self._segments = segments = _segment.WriterSegments(self._name, layout, mode, region)
+        self._finalizer = weakref.finalize(self, _release, segments, claim)
+        self._enter_segment(head, region.array, count)
         _claim.track(self)
 
     def _enter_segment(self, seq: int, data: npt.NDArray[Any], count: int) -> None:
@@ -158,7 +164,7 @@ class Writer:
             self._close("the log was unlinked")
             raise LogNotFoundError(f"log {self._name!r} was unlinked; its writer is closed")
         seq = self._seq + 1
-        data = _segment.create(self._name, layout, seq, self._mode)  # may raise: nothing changed yet
+        data = self._segments.take(seq)  # may raise: nothing has changed yet
         words = self._words
         epoch_word = layout.epoch_word(seq)
         # Retire the slot of segment seq - n in three ordered stores; a reader that loaded
@@ -169,7 +175,9 @@ class Writer:
         # Publish the new head after its slot is ready: pairs with the head load in
         # _snapshot, which readers make before loading any slot.
         words[HEAD_WORD] = seq
-        _segment.unlink(self._name, layout, seq - layout.slot_count)
+        # Reclaim the segment pushed out of the window: readers can no longer open it by its
+        # name; those that have it mapped keep it, unchanged.
+        self._segments.retire(seq - layout.slot_count, seq + 1)
         self._enter_segment(seq, data, 0)
 
     def _as_records(self, values: Any) -> npt.NDArray[Any]:
@@ -209,7 +217,7 @@ class Writer:
             self._data = np.empty(0, self._layout.dtype)
 
     def _disown(self) -> None:
-        """Called in a forked child: the claim stays with the parent."""
+        """Called in a forked child: the claim, and the segment made ahead, stay the parent's."""
         self._claim.forget()
         self._finalizer.detach()
         self._close("it belongs to the parent of this forked process")
