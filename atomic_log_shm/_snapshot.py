@@ -15,9 +15,9 @@ Why a torn or unpublished record can never be observed: the writer stores a reco
 it stores the count that covers it; on x86-64 stores become visible in program order and
 loads are not reordered with older loads, so a reader that loaded ``c`` then loads records
 below ``c`` as they were stored. Records below a published count are never stored again
-(a new writer resumes at the published count), and regions are never reused (each segment
-has a fresh name), so a view stays valid for as long as its arrays live, after reclamation
-too. Epochs only grow, so the check in steps 2 and 4 cannot be fooled by a slot that
+(a new writer resumes at the published count), a name never comes back once taken away,
+and the writer reuses a region only when no other process has it open or mapped, so a view
+stays valid for as long as its arrays live, after reclamation too. Epochs only grow, so the check in steps 2 and 4 cannot be fooled by a slot that
 changed and changed back. The full argument is in docs/design.md.
 
 Refresh tries three strategies, cheapest first: the same head with (perhaps) more records;

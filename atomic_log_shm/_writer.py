@@ -7,7 +7,7 @@ Publication protocol (the argument is in docs/design.md, "Memory ordering"):
   record below a count they loaded is complete.
 * rollover (the append that finds the head full): make the next segment, retire the slot
   it takes over (epoch := NO_SEGMENT, count := 0, epoch := seq), publish ``head := seq``,
-  then unlink the oldest segment's name. Readers validate a slot's epoch before and after
+  then take the oldest segment's name away (``_segment.WriterSegments``). Readers validate a slot's epoch before and after
   loading its count, so a retired slot is never read as the segment it used to describe.
 
 Records at indices >= count are never shown, so a failed or interrupted store there (a bad
