@@ -6,6 +6,7 @@ processes through POSIX shared memory, lock-free and zero-copy on the read side.
     snap = AtomicLog.attach(log.name).snapshot()   # in any process
 """
 
+from ._cursor import Cursor, Poll
 from ._errors import (
     AtomicLogError,
     CorruptLogError,
@@ -34,6 +35,7 @@ __all__ = [
     "AtomicLogError",
     "Chunk",
     "CorruptLogError",
+    "Cursor",
     "DtypeMismatchError",
     "InvalidArgumentError",
     "InvalidNameError",
@@ -43,6 +45,7 @@ __all__ = [
     "LogNotFoundError",
     "NotALogError",
     "OutOfSpaceError",
+    "Poll",
     "Snapshot",
     "UnsupportedDtypeError",
     "UnsupportedPlatformError",

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _header, _segment, _shm
 from ._claim import Claim
+from ._cursor import Cursor
 from ._errors import (
     DtypeMismatchError,
     InvalidArgumentError,
@@ -193,6 +194,11 @@ class AtomicLog:
     def snapshot(self) -> Snapshot:
         """Capture a stable, zero-copy view of the records retained now."""
         return Snapshot(self)
+
+    def cursor(self, start: int | str = "oldest") -> Cursor:
+        """A Cursor that follows the log from ``start``: ``"oldest"`` (the oldest retained
+        record), ``"newest"`` (only what is published from now on) or a position."""
+        return Cursor(self, start)
 
     def _segment(self, seq: int) -> Records | None:
         """Segment ``seq`` mapped read-only, from this handle's cache; None if reclaimed."""

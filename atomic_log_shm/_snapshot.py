@@ -17,8 +17,9 @@ loads are not reordered with older loads, so a reader that loaded ``c`` then loa
 below ``c`` as they were stored. Records below a published count are never stored again
 (a new writer resumes at the published count), a name never comes back once taken away,
 and the writer reuses a region only when no other process has it open or mapped, so a view
-stays valid for as long as its arrays live, after reclamation too. Epochs only grow, so the check in steps 2 and 4 cannot be fooled by a slot that
-changed and changed back. The full argument is in docs/design.md.
+stays valid for as long as its arrays live, after reclamation too. Epochs only grow, so
+the check in steps 2 and 4 cannot be fooled by a slot that changed and changed back.
+The full argument is in docs/design.md.
 
 Refresh tries three strategies, cheapest first: the same head with (perhaps) more records;
 new segments after the ones held (keep what is still retained, add the rest); a rebuild.
@@ -31,6 +32,7 @@ from collections.abc import Iterator
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import numpy.typing as npt
 
 from ._errors import AtomicLogError, CorruptLogError
@@ -50,6 +52,8 @@ class Chunk(NamedTuple):
     """The segment's number: 0 for the first segment of the log, then one more each."""
     values: npt.NDArray[Any]
     """A read-only numpy array viewing the segment in shared memory (no copy)."""
+    start: int
+    """The position of ``values[0]``: records are numbered from 0 since the log was made."""
 
 
 def published(words: Words, epoch_word: int, seq: int, capacity: int) -> int:
@@ -69,27 +73,41 @@ class Snapshot:
 
     The arrays it shows view shared memory without copying and never change; holding the
     snapshot (or any of its arrays) keeps their segments mapped, even after the writer
-    reclaimed them. ``refresh()`` moves the view forward in place.
+    reclaimed them. ``refresh()`` moves the view forward in place. Records are numbered by
+    position, from 0 since the log was made: the view shows positions ``[start, end)``.
     """
 
-    __slots__ = ("_chunks", "_head", "_head_array", "_head_count", "_head_word", "_len", "_log")
+    __slots__ = (
+        "_chunks",
+        "_head",
+        "_head_array",
+        "_head_count",
+        "_head_start",
+        "_head_word",
+        "_len",
+        "_log",
+        "_missed",
+    )
     _chunks: list[Chunk]
     _len: int
     _head: int  # the newest segment shown (or mapped, if it had no records yet)
+    _head_start: int  # the position of its first record
     _head_word: int  # the header word of its slot's epoch
     _head_count: int  # how many of its records are shown
     _head_array: npt.NDArray[Any]  # all of it, mapped, for growing the view in place
+    _missed: int
 
     def __init__(self, log: AtomicLog) -> None:
         self._log = log
         self._rebuild()
+        self._missed = 0
 
     def refresh(self) -> None:
         """Replace this view with the log's current one. Cheap when little changed.
 
         Arrays and iterators obtained before keep showing what they showed. A reader that
         fell further behind than the retained window loses continuity: the view restarts
-        at the oldest retained segment.
+        at the oldest retained segment, and ``missed`` says how many records it skipped.
         """
         log = self._log
         words = log._words
@@ -97,21 +115,49 @@ class Snapshot:
         if head == self._head:
             count = published(words, self._head_word, head, log._layout.segment_capacity)
             if count == self._head_count:
+                self._missed = 0
                 return
             if count > self._head_count:
+                self._missed = 0
                 self._grow_head(count)
                 return
         elif head > self._head and self._advance(head):
+            self._missed = 0
             return
+        end = self.end
         self._rebuild()
+        self._missed = max(0, self.start - end)
+
+    @property
+    def start(self) -> int:
+        """The position of the oldest record shown (``end`` if none is)."""
+        return self._chunks[0].start if self._chunks else self._head_start + self._head_count
+
+    @property
+    def end(self) -> int:
+        """One past the position of the newest record shown: the log's length at the view."""
+        return self._head_start + self._head_count
+
+    @property
+    def missed(self) -> int:
+        """How many records the last ``refresh()`` skipped: published after the previous
+        view's end but reclaimed before this view's start. 0 while the reader keeps up."""
+        return self._missed
 
     def _grow_head(self, count: int) -> None:
         values = self._head_array[:count]
         if self._head_count:
-            self._chunks[-1] = Chunk(self._head, values)
+            self._chunks[-1] = Chunk(self._head, values, self._head_start)
         else:
-            self._chunks.append(Chunk(self._head, values))
+            self._chunks.append(Chunk(self._head, values, self._head_start))
         self._len += count - self._head_count
+        self._head_count = count
+
+    def _set_head(self, head: int, head_word: int, array: npt.NDArray[Any], count: int) -> None:
+        self._head = head
+        self._head_start = head * self._log._layout.segment_capacity
+        self._head_word = head_word
+        self._head_array = array
         self._head_count = count
 
     def _advance(self, head: int) -> bool:
@@ -138,9 +184,9 @@ class Snapshot:
         while chunks and chunks[0].sequence < oldest:
             self._len -= len(chunks.pop(0).values)
         for seq, array in enumerate(added[:-1], self._head + 1):
-            chunks.append(Chunk(seq, array))
+            chunks.append(Chunk(seq, array, seq * capacity))
         self._len += capacity * (len(added) - 1)
-        self._head, self._head_word, self._head_array, self._head_count = head, head_word, added[-1], 0
+        self._set_head(head, head_word, added[-1], 0)
         if count:
             self._grow_head(count)
         return True
@@ -159,7 +205,7 @@ class Snapshot:
             head_array = log._segment(head) if count >= 0 else None
             if head_array is None:
                 continue  # the writer moved on between our loads; look again
-            chunks = [Chunk(head, head_array[:count])] if count else []
+            chunks = [Chunk(head, head_array[:count], head * capacity)] if count else []
             for seq in range(head - 1, max(head - layout.slot_count, -1), -1):
                 full = published(words, layout.epoch_word(seq), seq, capacity)
                 if full < 0:
@@ -172,16 +218,11 @@ class Snapshot:
                 array = log._segment(seq)
                 if array is None:
                     break
-                chunks.append(Chunk(seq, array))
+                chunks.append(Chunk(seq, array, seq * capacity))
             chunks.reverse()
             self._chunks = chunks
-            self._len = capacity * (len(chunks) - 1) + count if count else capacity * len(chunks)
-            self._head, self._head_word, self._head_count, self._head_array = (
-                head,
-                head_word,
-                count,
-                head_array,
-            )
+            self._len = sum(len(chunk.values) for chunk in chunks)
+            self._set_head(head, head_word, head_array, count)
             return
         raise AtomicLogError(
             f"log {log.name!r}: the writer replaced the head segment {_REBUILD_TRIES} times "
@@ -201,6 +242,23 @@ class Snapshot:
         """The records shown, one Chunk per segment, oldest first; empty segments are skipped."""
         return iter(tuple(self._chunks))
 
+    def to_numpy(self) -> npt.NDArray[Any]:
+        """Every record shown, as one contiguous array (a copy, writable, owned by you)."""
+        return _concatenate([chunk.values for chunk in self._chunks], self._log.dtype)
+
+    def latest(self, k: int) -> npt.NDArray[Any]:
+        """The newest ``k`` records shown (fewer if the view holds fewer), as one copy."""
+        if k < 0:
+            raise ValueError(f"latest() takes a count >= 0, not {k}")
+        parts: list[npt.NDArray[Any]] = []
+        for chunk in reversed(self._chunks):
+            if k <= 0:
+                break
+            parts.append(chunk.values[-k:])
+            k -= len(parts[-1])
+        parts.reverse()
+        return _concatenate(parts, self._log.dtype)
+
     @property
     def log(self) -> AtomicLog:
         """The log handle this snapshot reads."""
@@ -210,5 +268,13 @@ class Snapshot:
         raise TypeError("a Snapshot cannot be pickled: send the log and snapshot it there")
 
     def __repr__(self) -> str:
-        seqs = f"{self._chunks[0].sequence}..{self._chunks[-1].sequence}" if self._chunks else "none"
-        return f"<Snapshot of {self._log.name!r} len={self._len} segments={seqs}>"
+        return (
+            f"<Snapshot of {self._log.name!r} positions [{self.start}, {self.end}) "
+            f"len={self._len} segments={len(self._chunks)}>"
+        )
+
+
+def _concatenate(parts: list[npt.NDArray[Any]], dtype: Any) -> npt.NDArray[Any]:
+    if not parts:
+        return np.empty(0, dtype)
+    return np.concatenate(parts)

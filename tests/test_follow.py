@@ -1,0 +1,154 @@
+"""Following a log: positions, loss detection, cursors, waiting, and the copy helpers."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+
+import numpy as np
+import pytest
+
+from atomic_log_shm import AtomicLog
+
+
+def flat(arrays) -> list[int]:
+    return [int(v) for a in arrays for v in a]
+
+
+def test_positions_count_records_since_the_log_was_made() -> None:
+    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    with log, writer:
+        snap = log.snapshot()
+        assert (snap.start, snap.end) == (0, 0)
+        writer.extend(range(30))
+        snap.refresh()
+        # 30 records, segments 5, 6, 7 retained: positions 20..29
+        assert (snap.start, snap.end, len(snap)) == (20, 30, 10)
+        assert [(c.sequence, c.start) for c in snap.chunks()] == [(5, 20), (6, 24), (7, 28)]
+        for chunk in snap.chunks():
+            assert chunk.values.tolist() == list(range(chunk.start, chunk.start + len(chunk.values)))
+
+
+def test_positions_continue_across_writer_handover() -> None:
+    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    with log:
+        writer.extend(range(6))
+        writer.close()
+        with log.try_claim_writer() as second:
+            second.extend(range(6, 11))
+        snap = log.snapshot()
+        assert snap.end == 11
+        assert [int(v) for v in snap] == list(range(11 - len(snap), 11))
+
+
+def test_a_reader_that_falls_behind_reports_exactly_what_it_missed() -> None:
+    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)  # 3 segments retained
+    with log, writer:
+        writer.extend(range(10))
+        snap = log.snapshot()
+        assert (snap.start, snap.end, snap.missed) == (0, 10, 0)
+        writer.extend(range(10, 13))
+        snap.refresh()  # kept up
+        assert snap.missed == 0
+        writer.extend(range(13, 100))  # window now 88..99; the view ended at 13
+        snap.refresh()
+        assert (snap.start, snap.end) == (88, 100)
+        assert snap.missed == 88 - 13
+        snap.refresh()
+        assert snap.missed == 0  # missed describes the last refresh only
+
+
+def test_cursor_poll_returns_new_records_once_as_views() -> None:
+    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    with log, writer:
+        writer.extend(range(5))
+        cursor = log.cursor()
+        first = cursor.poll()
+        assert flat(first.arrays) == [0, 1, 2, 3, 4] and first.missed == 0 and first.start == 0
+        assert all(not a.flags.writeable and not a.flags.owndata for a in first.arrays)
+        assert cursor.poll().arrays == []
+        writer.extend(range(5, 11))
+        second = cursor.poll()
+        assert flat(second.arrays) == list(range(5, 11)) and second.start == 5
+        assert len(second.arrays) == 2  # one per segment touched
+        assert cursor.position == 11
+
+
+def test_cursor_from_newest_and_from_a_position() -> None:
+    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    with log, writer:
+        writer.extend(range(7))
+        newest = log.cursor("newest")
+        middle = log.cursor(3)
+        writer.append(7)
+        assert flat(newest.poll().arrays) == [7]
+        assert flat(middle.poll().arrays) == [3, 4, 5, 6, 7]
+        with pytest.raises(ValueError):
+            log.cursor("latest")
+        with pytest.raises(ValueError):
+            log.cursor(-1)
+
+
+def test_cursor_that_falls_behind_reports_missed_and_resumes_at_the_oldest() -> None:
+    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    with log, writer:
+        cursor = log.cursor()
+        writer.extend(range(3))
+        assert flat(cursor.poll().arrays) == [0, 1, 2]
+        writer.extend(range(3, 50))
+        poll = cursor.poll()
+        assert poll.missed == 40 - 3 and poll.start == 40
+        assert flat(poll.arrays) == list(range(40, 50))
+
+
+def test_latest_and_to_numpy_copy() -> None:
+    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    with log, writer:
+        snap = log.snapshot()
+        assert snap.to_numpy().shape == (0,) and snap.latest(3).shape == (0,)
+        writer.extend(range(10))
+        snap.refresh()
+        whole = snap.to_numpy()
+        assert whole.tolist() == list(range(10)) and whole.flags.writeable
+        assert snap.latest(5).tolist() == [5, 6, 7, 8, 9]
+        assert snap.latest(100).tolist() == list(range(10))
+        assert snap.latest(0).tolist() == []
+        with pytest.raises(ValueError):
+            snap.latest(-1)
+
+
+def test_wait_times_out_when_nothing_is_published() -> None:
+    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    with log, writer:
+        cursor = log.cursor("newest")
+        started = time.monotonic()
+        assert cursor.wait(timeout=0.05) is False
+        assert time.monotonic() - started >= 0.05
+        writer.append(1)
+        assert cursor.wait(timeout=0) is True
+
+
+def _publish_later(name: str, delay: float) -> None:
+    log = AtomicLog.attach(name)
+    writer = log.try_claim_writer()
+    assert writer is not None
+    time.sleep(delay)
+    writer.append(42)
+    writer.close()
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_a_waiter_is_woken_by_a_writer_in_another_process(method: str) -> None:
+    with AtomicLog.new(8, 4, dtype=np.int64) as log:
+        cursor = log.cursor("newest")
+        child = mp.get_context(method).Process(target=_publish_later, args=(log.name, 0.2))
+        child.start()
+        try:
+            assert cursor.wait(timeout=30)
+            assert flat(cursor.poll().arrays) == [42]
+        finally:
+            child.join(timeout=30)
+            if child.is_alive():
+                child.kill()
+                child.join()
+        assert child.exitcode == 0
