@@ -1,0 +1,600 @@
+"""The command line: ``atomic-log`` (also ``python -m atomic_log_shm``).
+
+    atomic-log demo [--duration S] [--readers N]   a live writer and readers, then clean up
+    atomic-log inspect NAME [--json]               a log's header, in words
+    atomic-log tail NAME [-n N] [--json]           print records as they are published
+    atomic-log ls [--json]                         the logs on this host
+    atomic-log rm NAME [NAME ...]                  remove logs (crash leftovers included)
+    atomic-log bench [ARGS ...]                    the quick benchmark (atomic_log_shm._bench)
+
+Everything here reads logs as any reader does (attach, snapshot, refresh), plus the header
+words only inspection needs (head, the slots, writer_pid, created_ns), loaded through the
+private helpers of ``_header`` and ``_snapshot``: the command line never stores to shared
+memory, so it can look at a live log without disturbing its writer.
+
+A record's position is ``segment * segment_capacity + index``: positions only grow, so
+they say what is newer and how much was missed, across segments and refreshes.
+
+Exit status: 0 ok, 1 a runtime error (one line on stderr, no traceback), 2 bad usage.
+This module imports nothing beyond the library's own dependencies; ``rich`` is imported
+only by the demo's live view, and only if it is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from typing import Any, TextIO
+
+import numpy as np
+import numpy.typing as npt
+from numpy.lib import format as npformat
+
+from . import __version__, _header, _shm
+from ._errors import AtomicLogError
+from ._log import AtomicLog, remove_log
+from ._snapshot import Snapshot, published
+
+PROG = "atomic-log"
+
+
+def _word(field: str) -> int:
+    fields = _header.FIXED.fields
+    assert fields is not None
+    return int(fields[field][1]) // 8
+
+
+_CREATED_WORD = _word("created_ns")
+_PID_WORD = _word("writer_pid")
+_HEAD_WORD = _word("head")
+_READ_TRIES = 100
+
+
+# Positions ------------------------------------------------------------------------------
+
+
+def start_position(snap: Snapshot) -> int:
+    """The position of the oldest record ``snap`` shows (its end if it shows none)."""
+    for chunk in snap.chunks():
+        return chunk.sequence * snap.log.segment_capacity
+    return end_position(snap)
+
+
+def end_position(snap: Snapshot) -> int:
+    """The position just after the newest record ``snap`` shows; 0 if it never showed one."""
+    chunks = tuple(snap.chunks())
+    if not chunks:
+        return 0
+    last = chunks[-1]
+    return last.sequence * snap.log.segment_capacity + len(last.values)
+
+
+# Reading a header -------------------------------------------------------------------------
+
+
+def _retained(log: AtomicLog) -> tuple[int, list[tuple[int, int]]]:
+    """The head segment and (sequence, published count) of each retained segment, oldest
+    first, as one consistent reading: read again if the writer rolled over meanwhile."""
+    words, layout = log._words, log._layout
+    for _ in range(_READ_TRIES):
+        head = words[_HEAD_WORD]
+        found = []
+        for seq in range(head, max(head - layout.slot_count, -1), -1):
+            count = published(words, layout.epoch_word(seq), seq, layout.segment_capacity)
+            if count < 0:
+                break  # reclaimed, and every older segment with it
+            found.append((seq, count))
+        if words[_HEAD_WORD] == head:
+            return head, found[::-1]
+    raise AtomicLogError(f"log {log.name!r}: the writer rolled over too often to get a reading; retry")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user's process
+    return True
+
+
+def _claim_held(header: str, pid: int) -> bool:
+    """Whether some writer holds the log's claim, found without trying to take it.
+
+    The claim is an flock on the header region (``_claim.py``), which /proc/locks lists by
+    device and inode: the truth even when a crashed writer's pid has since been reused.
+    Where /proc/locks cannot be read, the recorded pid being alive is the best guess.
+    """
+    try:
+        st = os.stat(header)
+        with open("/proc/locks") as f:
+            locks = f.read()
+    except OSError:
+        return pid > 0 and _alive(pid)
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in locks.splitlines():
+        fields = line.split()  # "1: FLOCK ADVISORY WRITE <pid> <maj:min:inode> 0 EOF"
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == inode:
+            return True
+    return False
+
+
+def _writer(log: AtomicLog) -> dict[str, Any]:
+    pid = log._words[_PID_WORD]
+    held = _claim_held(os.path.join(_shm.SHM_DIR, log.name), pid)
+    if held:
+        status = f"held by pid {pid}" if pid else "held"
+    elif pid:
+        status = f"free (last writer pid {pid} exited)"
+    else:
+        status = "free"
+    return {"held": held, "pid": pid or None, "status": status}
+
+
+def _region_sizes(name: str, nonce: int | None) -> tuple[int, int]:
+    """(regions, bytes) in /dev/shm of log ``name``: its header and every region named
+    after it with ``nonce`` (any nonce if None): segments, the spare made ahead, and
+    whatever else the log keeps there."""
+    prefix = f"{name}@{nonce:016x}." if nonce is not None else f"{name}@"
+    try:
+        entries = [e for e in os.listdir(_shm.SHM_DIR) if e == name or e.startswith(prefix)]
+    except FileNotFoundError:
+        return 0, 0
+    count = size = 0
+    for entry in entries:
+        try:
+            size += os.stat(os.path.join(_shm.SHM_DIR, entry)).st_size
+        except FileNotFoundError:
+            continue  # reclaimed since the listing
+        count += 1
+    return count, size
+
+
+def _info(log: AtomicLog) -> dict[str, Any]:
+    """What ``inspect`` says about a log, as JSON-ready values."""
+    layout = log._layout
+    dtype = layout.dtype
+    head, segments = _retained(log)
+    records = sum(count for _, count in segments)
+    capacity = layout.segment_capacity
+    created_ns = log._words[_CREATED_WORD]
+    regions, size = _region_sizes(log.name, layout.nonce)
+    return {
+        "name": log.name,
+        "dtype": str(dtype),
+        "descr": npformat.dtype_to_descr(dtype),
+        "itemsize": dtype.itemsize,
+        "retained_capacity": layout.retained_capacity,
+        "segment_capacity": capacity,
+        "slot_count": layout.slot_count,
+        "head": head,
+        "segments": [{"sequence": seq, "published": count} for seq, count in segments],
+        "records": records,
+        # Segments older than the head are full, so these follow from the first and the head.
+        "first_position": segments[0][0] * capacity if records else None,
+        "last_position": head * capacity + segments[-1][1] - 1 if records else None,
+        "writer": _writer(log),
+        "regions": regions,
+        "memory_bytes": size,
+        "created_ns": created_ns,
+        "created": datetime.datetime.fromtimestamp(created_ns / 1e9).astimezone().isoformat("T", "seconds"),
+    }
+
+
+# Words for numbers -------------------------------------------------------------------------
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    size = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        size /= 1024
+        if size < 1024 or unit == "GiB":
+            break
+    return f"{size:.1f} {unit}"
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} d"
+
+
+def _short_dtype(dtype: np.dtype[Any]) -> str:
+    if dtype.names is None:
+        return str(dtype)
+    names = ",".join(dtype.names)
+    return f"{names if len(names) <= 24 else names[:21] + '...'} ({dtype.itemsize} B)"
+
+
+def _dtype_text(dtype: np.dtype[Any]) -> str:
+    if dtype.names is None:
+        return str(dtype)
+    fields = dtype.fields
+    assert fields is not None
+    return ", ".join(f"{name}: {_type_text(fields[name][0])}" for name in dtype.names)
+
+
+def _type_text(dtype: np.dtype[Any]) -> str:
+    return dtype.str[1:] if dtype.kind in "SU" else str(dtype)  # "S8", where str() says "|S8"
+
+
+def _segments_text(segments: list[tuple[int, int]], capacity: int) -> str:
+    if not segments:
+        return "none"
+    *older, (head, count) = segments
+    parts = []
+    if older:
+        first, last = older[0][0], older[-1][0]
+        parts.append(f"{first}..{last} full" if first != last else f"{first} full")
+    parts.append(f"{head} (head) holds {count:,} of {capacity:,}")
+    return f"{len(segments)} retained: " + ", ".join(parts)
+
+
+def _inspect_text(log: AtomicLog, info: dict[str, Any], out: TextIO) -> None:
+    first, last = info["first_position"], info["last_position"]
+    segment_bytes = info["segment_capacity"] * info["itemsize"]
+    age = time.time() - info["created_ns"] / 1e9
+    rows = [
+        ("log", info["name"]),
+        ("dtype", f"{_dtype_text(log.dtype)}  ({info['itemsize']} bytes a record)"),
+        (
+            "capacity",
+            f"retains at least {info['retained_capacity']:,} records, in segments of "
+            f"{info['segment_capacity']:,} ({_size(segment_bytes)}); {info['slot_count']} slots",
+        ),
+        ("head segment", str(info["head"])),
+        (
+            "segments",
+            _segments_text([(s["sequence"], s["published"]) for s in info["segments"]], log.segment_capacity),
+        ),
+        (
+            "positions",
+            f"{first:,} .. {last:,} ({info['records']:,} records)" if first is not None else "none yet",
+        ),
+        ("writer", info["writer"]["status"]),
+        ("memory", f"{_size(info['memory_bytes'])} in {info['regions']} shared-memory regions"),
+        ("created", f"{info['created']} ({_age(age)} ago)"),
+    ]
+    for key, value in rows:
+        print(f"{key:<13} {value}", file=out)
+
+
+# Formatting records -----------------------------------------------------------------------
+
+
+def _column(values: npt.NDArray[Any], as_json: bool) -> list[Any]:
+    """One field of some records as printable (or JSON-ready) Python values."""
+    kind = values.dtype.kind
+    if kind == "S":
+        return [b.decode("utf-8", "replace") for b in values.tolist()]
+    if kind in "iubU" and values.ndim == 1:
+        return list(values.tolist())
+    # str() of a numpy float is the shortest text that reads back as the same float32 or
+    # float64: "50.12" where float() of a float32 would print 50.119998931884766.
+    texts = [str(v) for v in values]
+    if kind == "f" and values.ndim == 1 and as_json:
+        floats = [float(t) for t in texts]
+        return [f if math.isfinite(f) else None for f in floats]  # JSON has no NaN
+    return texts  # floats in text; datetimes, complex, nested records, sub-arrays as numpy shows them
+
+
+def _lines(values: npt.NDArray[Any], first: int, as_json: bool) -> list[str]:
+    """One line per record: ``#position field=value ...``, or a JSON object."""
+    names = values.dtype.names
+    columns = [_column(values[n], as_json) for n in names] if names else [_column(values, as_json)]
+    keys = list(names) if names else ["value"]
+    rows = zip(*columns, strict=True)
+    if as_json:
+        return [
+            json.dumps({"position": first + i, **dict(zip(keys, row, strict=True))})
+            for i, row in enumerate(rows)
+        ]
+    if names:
+        return [
+            f"#{first + i} " + " ".join(f"{k}={v}" for k, v in zip(keys, row, strict=True))
+            for i, row in enumerate(rows)
+        ]
+    return [f"#{first + i} {row[0]}" for i, row in enumerate(rows)]
+
+
+# Commands -------------------------------------------------------------------------------
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    with closing(AtomicLog.attach(args.name)) as log:
+        info = _info(log)
+        if args.json:
+            print(json.dumps(info, indent=2))
+        else:
+            _inspect_text(log, info, sys.stdout)
+    return 0
+
+
+def _updates(snap: Snapshot, interval: float) -> Iterator[None]:
+    """Yield at once, then each time ``snap`` was refreshed and may show newer records.
+
+    The one place ``tail`` waits: a blocking wait for the writer's next publication can
+    replace the sleep here. Ends when the log's name goes away (removed, or replaced by
+    another log of that name), as the records it shows will never grow again.
+    """
+    path = os.path.join(_shm.SHM_DIR, snap.log.name)
+    inode = os.stat(path).st_ino
+    yield
+    next_check = time.monotonic() + 1.0
+    while True:
+        time.sleep(interval)
+        snap.refresh()
+        yield
+        if time.monotonic() >= next_check:
+            next_check += 1.0
+            try:
+                if os.stat(path).st_ino != inode:
+                    return
+            except FileNotFoundError:
+                return
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    with closing(AtomicLog.attach(args.name)) as log:
+        capacity = log.segment_capacity
+        snap = log.snapshot()
+        nxt = max(start_position(snap), end_position(snap) - args.n)
+        try:
+            for _ in _updates(snap, args.interval):
+                for chunk in snap.chunks():
+                    base = chunk.sequence * capacity
+                    end = base + len(chunk.values)
+                    if end <= nxt:
+                        continue
+                    if base > nxt:  # reclaimed before we looked: say how much is lost
+                        note = f"... {base - nxt:,} records missed ..."
+                        print(note, file=sys.stderr if args.json else out)
+                        nxt = base
+                    out.write("\n".join(_lines(chunk.values[nxt - base :], nxt, args.json)) + "\n")
+                    nxt = end
+                out.flush()
+        except KeyboardInterrupt:
+            return 0  # Ctrl-C is how tail is meant to end
+    print(f"{PROG}: log {args.name!r} was removed; stopping", file=sys.stderr)
+    return 0
+
+
+def _log_names() -> tuple[list[str], dict[str, int]]:
+    """The names of log headers in /dev/shm, and every name that has segment regions with
+    how many. Only header regions (no '@') are opened, for 8 bytes: a segment is never
+    opened, as an open by anyone keeps the writer from reusing its pages."""
+    try:
+        entries = sorted(os.listdir(_shm.SHM_DIR))
+    except FileNotFoundError:
+        return [], {}
+    headers: list[str] = []
+    segments: dict[str, int] = {}
+    for entry in entries:
+        if "@" in entry:
+            name = entry.rpartition("@")[0]
+            segments[name] = segments.get(name, 0) + 1
+            continue
+        try:
+            with open(os.path.join(_shm.SHM_DIR, entry), "rb") as f:
+                if f.read(len(_header.MAGIC)) == _header.MAGIC:
+                    headers.append(entry)
+        except OSError:
+            continue  # another user's region, a directory, gone meanwhile: not ours to list
+    return headers, segments
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    headers, segment_counts = _log_names()
+    rows: list[dict[str, Any]] = []
+    table = [("NAME", "DTYPE", "RECORDS", "SIZE", "AGE", "WRITER")]
+    for name in headers:
+        try:
+            with closing(AtomicLog.attach(name)) as log:
+                info = _info(log)
+                dtype = _short_dtype(log.dtype)
+        except AtomicLogError as exc:
+            regions, size = _region_sizes(name, None)
+            rows.append({"name": name, "error": str(exc), "regions": regions, "memory_bytes": size})
+            table.append((name, "?", "-", _size(size), "-", str(exc)))
+            continue
+        keys = ("name", "dtype", "records", "regions", "memory_bytes", "created_ns", "created", "writer")
+        rows.append({key: info[key] for key in keys})
+        age = _age(time.time() - info["created_ns"] / 1e9)
+        records = f"{info['records']:,}"
+        table.append((name, dtype, records, _size(info["memory_bytes"]), age, info["writer"]["status"]))
+    for name in sorted(set(segment_counts) - set(headers)):
+        regions, size = _region_sizes(name, None)
+        rows.append({"name": name, "orphaned": True, "regions": regions, "memory_bytes": size})
+        note = f"orphaned segments (a crashed log): '{PROG} rm {name}' removes them"
+        table.append((name, "-", "-", _size(size), "-", note))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print(f"no logs in {_shm.SHM_DIR}")
+    else:
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+        for row in table:
+            cells = [
+                c.rjust(w) if i == 2 else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=False))
+            ]
+            print("  ".join([*cells, row[-1]]))
+    return 0
+
+
+def _cmd_rm(args: argparse.Namespace) -> int:
+    status = 0
+    for name in args.names:
+        try:
+            holder = None
+            try:
+                with closing(AtomicLog.attach(name)) as log:
+                    writer = _writer(log)
+                    holder = writer["pid"] if writer["held"] else None
+            except AtomicLogError:
+                pass  # an orphan or a damaged log: remove_log() still removes what is there
+            removed = remove_log(name)
+        except AtomicLogError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"removed {name} ({removed} shared-memory regions)")
+        if holder:
+            print(f"  note: pid {holder} still writes to it; its writer stops at its next rollover")
+    return status
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from . import _demo  # spawns processes and may import rich: only when asked for
+
+    return _demo.run(args.duration, args.readers, args.rate, args.name)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        bench = importlib.import_module("atomic_log_shm._bench")
+    except ModuleNotFoundError as exc:
+        if exc.name != "atomic_log_shm._bench":
+            raise
+        print(
+            f"{PROG}: the benchmark (atomic_log_shm._bench) is not part of this installation", file=sys.stderr
+        )
+        return 1
+    result = bench.main(args.bench_args or ["--quick"])
+    return int(result or 0)
+
+
+# The parser -------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _non_negative(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if not value >= 0:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid value" error
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Look at, follow and manage atomic-log-shm logs on this host; run the live demo.",
+        epilog="Exit status: 0 ok, 1 runtime error (e.g. no such log), 2 bad usage.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = commands.add_parser(
+        "demo",
+        help="a writer process and reader processes, live, then clean up",
+        description="Run a writer process publishing telemetry and a pool of reader processes following "
+        "it; show rates, window, lag and missed records live, then stop them all and remove the log.",
+    )
+    demo.add_argument(
+        "--duration", type=_non_negative(float), default=3.0, help="seconds (default 3; 0: until Ctrl-C)"
+    )
+    demo.add_argument("--readers", type=_positive_int, default=3, help="reader processes (default 3)")
+    demo.add_argument(
+        "--rate", type=_non_negative(float), default=200_000.0, help="records a second (default 200000)"
+    )
+    demo.add_argument("--name", help="the log's name (default: a unique one)")
+    demo.set_defaults(run=_cmd_demo)
+
+    inspect = commands.add_parser(
+        "inspect", help="a log's header in words", description="Describe a log: its header, in words."
+    )
+    inspect.add_argument("name", metavar="NAME")
+    inspect.add_argument("--json", action="store_true", help="one JSON object")
+    inspect.set_defaults(run=_cmd_inspect)
+
+    tail = commands.add_parser(
+        "tail",
+        help="print records as they are published",
+        description="Print the newest records, then each record as it is published, until Ctrl-C "
+        "(exit status 0) or until the log is removed. Lost records are noted as "
+        "'... N records missed ...' (on stderr with --json).",
+    )
+    tail.add_argument("name", metavar="NAME")
+    tail.add_argument(
+        "-n", type=_non_negative(int), default=10, metavar="N", help="start with the N newest (default 10)"
+    )
+    tail.add_argument("--json", action="store_true", help="one JSON object a line")
+    tail.add_argument(
+        "--interval",
+        type=_non_negative(float),
+        default=0.05,
+        metavar="S",
+        help="seconds between looks (default 0.05)",
+    )
+    tail.set_defaults(run=_cmd_tail)
+
+    ls = commands.add_parser(
+        "ls", help="the logs on this host", description=f"List the logs in {_shm.SHM_DIR}."
+    )
+    ls.add_argument("--json", action="store_true", help="a JSON array")
+    ls.set_defaults(run=_cmd_ls)
+
+    rm = commands.add_parser(
+        "rm",
+        help="remove logs",
+        description="Remove logs from the system, with any segments crashed writers left behind.",
+    )
+    rm.add_argument("names", nargs="+", metavar="NAME")
+    rm.set_defaults(run=_cmd_rm)
+
+    bench = commands.add_parser(
+        "bench",
+        help="run the quick benchmark",
+        add_help=False,  # --help goes to the benchmark's own parser
+        description="Run atomic_log_shm._bench with ARGS (default: --quick).",
+    )
+    bench.set_defaults(run=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return int(args.run(args))
+    except AtomicLogError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Whoever read our output stopped (``| head``): not an error. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
