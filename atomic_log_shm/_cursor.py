@@ -9,18 +9,15 @@ oldest retained one.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy.typing as npt
 
 from ._snapshot import Snapshot
+from ._wait import wait_beyond
 
 if TYPE_CHECKING:
     from ._log import AtomicLog
-
-_FIRST_NAP = 50e-6
-_LONGEST_NAP = 2e-3
 
 
 class Poll(NamedTuple):
@@ -75,22 +72,13 @@ class Cursor:
         return Poll(arrays, missed, position)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until a record at or after ``position`` is published, or ``timeout``
-        seconds pass. True if there is something to poll."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        nap = _FIRST_NAP
-        snapshot = self._snapshot
-        while True:
-            snapshot.refresh()
-            if snapshot.end > self._position:
-                return True
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                nap = min(nap, left)
-            time.sleep(nap)
-            nap = min(nap * 2, _LONGEST_NAP)
+        """Block, using no CPU, until a record at or after ``position`` is published or
+        ``timeout`` seconds pass. True if there is something to poll."""
+        return wait_beyond(self._snapshot.log, self._position, timeout)
+
+    async def wait_async(self, timeout: float | None = None) -> bool:
+        """``wait()`` for asyncio: never blocks the event loop. True if there is news."""
+        return await self._snapshot.log._async_waker().wait(self._position, timeout)
 
     def __repr__(self) -> str:
         return f"<Cursor of {self._snapshot.log.name!r} at position {self._position}>"

@@ -8,13 +8,14 @@ import platform
 import secrets
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 
-from . import _header, _segment, _shm
+from . import _header, _segment, _shm, _wait
 from ._claim import Claim
-from ._cursor import Cursor
+from ._cursor import Cursor, Poll
 from ._errors import (
     DtypeMismatchError,
     InvalidArgumentError,
@@ -80,7 +81,18 @@ class AtomicLog:
     memory and never register. Handles can be pickled; they re-attach by name.
     """
 
-    __slots__ = ("__weakref__", "_layout", "_name", "_owner", "_region", "_segments", "_words")
+    __slots__ = (
+        "__weakref__",
+        "_layout",
+        "_name",
+        "_owner",
+        "_region",
+        "_segments",
+        "_waits",
+        "_waker",
+        "_words",
+    )
+    _waker: _wait.AsyncWaker | None
 
     def __init__(self, name: str, *, _nonce: int | None = None, _owner: bool = False) -> None:
         _check_platform()
@@ -100,6 +112,8 @@ class AtomicLog:
         self._words: Words = memoryview(region).cast("q")
         self._segments: dict[int, Records] = {}
         self._owner = _owner
+        self._waits: _wait.WaitRegion | bool | None = False  # False: not opened yet
+        self._waker = None
 
     @classmethod
     def new(
@@ -137,9 +151,11 @@ class AtomicLog:
         os.close(fd)
         try:
             _segment.create(name, layout, 0, mode).close()
+            _wait.create(name, layout.nonce, mode)
             _header.write_header(region, layout, time.time_ns())
         except BaseException:
             _segment.unlink(name, layout, 0)
+            _shm.unlink_quietly(_shm.wait_path(name, layout.nonce))
             _shm.unlink_quietly(path)
             raise
         finally:
@@ -200,6 +216,30 @@ class AtomicLog:
         record), ``"newest"`` (only what is published from now on) or a position."""
         return Cursor(self, start)
 
+    async def follow(self, start: int | str = "oldest") -> AsyncIterator[Poll]:
+        """Follow the log from asyncio: yields a Poll (``arrays``, ``missed``, ``start``)
+        whenever records were published, waiting in between without blocking the loop."""
+        cursor = self.cursor(start)
+        while True:
+            batch = cursor.poll()
+            if batch.arrays or batch.missed:
+                yield batch
+            await cursor.wait_async()
+
+    def _async_waker(self) -> _wait.AsyncWaker:
+        waker = self._waker
+        if waker is None:
+            waker = self._waker = _wait.AsyncWaker(self)
+        return waker
+
+    def _wait_region(self) -> _wait.WaitRegion | None:
+        """The wait region mapped for waiting, opened on first use; None: poll instead."""
+        if self._waits is False:
+            self._words[0]  # raises LogClosedError on a closed handle
+            self._waits = _wait.WaitRegion.open(self._name, self._layout.nonce)
+        assert self._waits is not True
+        return self._waits
+
     def _segment(self, seq: int) -> Records | None:
         """Segment ``seq`` mapped read-only, from this handle's cache; None if reclaimed."""
         segments = self._segments
@@ -248,6 +288,9 @@ class AtomicLog:
             words.release()
             self._region.close()
             self._segments.clear()
+            if isinstance(self._waits, _wait.WaitRegion):
+                self._waits.close()
+            self._waits = None
 
     def unlink(self) -> None:
         """Remove the log's names from the system (nothing of it stays in /dev/shm).
@@ -264,9 +307,9 @@ class AtomicLog:
                 region.close()
             if ours:  # the name may belong to a newer log by now: leave that one alone
                 _shm.unlink_quietly(path)
-        for nonce, _, seg_path in _shm.segments(self._name):
+        for nonce, _, region_path in _shm.regions(self._name):
             if nonce == self._layout.nonce:
-                _shm.unlink_quietly(seg_path)
+                _shm.unlink_quietly(region_path)
 
     def __enter__(self) -> AtomicLog:
         return self
@@ -302,7 +345,7 @@ def remove_log(name: str) -> int:
     """
     name = _shm.check_name(name)
     path = _shm.header_path(name)
-    segment_paths = [p for _, _, p in _shm.segments(name)]
+    segment_paths = [p for _, _, p in _shm.regions(name)]
     region = _shm.open_read(path)
     header_exists = region is not None or os.path.exists(os.path.join(_shm.SHM_DIR, name))
     if region is not None:

@@ -23,7 +23,7 @@ from ._errors import InvalidNameError, LogExistsError, LogNotFoundError, OutOfSp
 SHM_DIR = "/dev/shm"
 MAX_NAME = 200  # leaves room for "@<16 hex>.<20 digits>" within NAME_MAX (255)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
-_SEGMENT = re.compile(r"(?P<name>.+)@(?P<nonce>[0-9a-f]{16})\.(?P<seq>[0-9]+)")
+_REGION = re.compile(r"(?P<name>.+)@(?P<nonce>[0-9a-f]{16})\.(?P<part>[0-9]+|wait)")
 
 
 def check_name(name: object) -> str:
@@ -43,6 +43,10 @@ def header_path(name: str) -> str:
 
 def segment_path(name: str, nonce: int, seq: int) -> str:
     return f"/{name}@{nonce:016x}.{seq}"
+
+
+def wait_path(name: str, nonce: int) -> str:
+    return f"/{name}@{nonce:016x}.wait"
 
 
 def create(path: str, size: int, mode: int, flags: int = mmap.MAP_SHARED) -> tuple[int, mmap.mmap]:
@@ -133,13 +137,21 @@ def unshared(fd: int) -> bool:
     return True
 
 
-def segments(name: str) -> Iterator[tuple[int, int, str]]:
-    """(nonce, seq, path) of every segment region of logs called ``name``, any nonce."""
+def regions(name: str) -> Iterator[tuple[int, str, str]]:
+    """(nonce, part, path) of every region but the header of logs called ``name``, any
+    nonce: ``part`` is a segment number or "wait"."""
     try:
         entries = os.listdir(SHM_DIR)
     except FileNotFoundError:
         return
     for entry in entries:
-        m = _SEGMENT.fullmatch(entry)
+        m = _REGION.fullmatch(entry)
         if m and m["name"] == name:
-            yield int(m["nonce"], 16), int(m["seq"]), "/" + entry
+            yield int(m["nonce"], 16), m["part"], "/" + entry
+
+
+def segments(name: str) -> Iterator[tuple[int, int, str]]:
+    """(nonce, seq, path) of every segment region of logs called ``name``, any nonce."""
+    for nonce, part, path in regions(name):
+        if part.isdigit():
+            yield nonce, int(part), path

@@ -229,6 +229,13 @@ class Snapshot:
             "while this reader looked; use larger segments"
         )
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block, using no CPU, until records newer than this view are published or
+        ``timeout`` seconds pass. True if ``refresh()`` will show more."""
+        from ._wait import wait_beyond  # _wait builds on this module
+
+        return wait_beyond(self._log, self.end, timeout)
+
     def __len__(self) -> int:
         return self._len
 

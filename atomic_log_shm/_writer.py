@@ -7,8 +7,9 @@ Publication protocol (the argument is in docs/design.md, "Memory ordering"):
   record below a count they loaded is complete.
 * rollover (the append that finds the head full): make the next segment, retire the slot
   it takes over (epoch := NO_SEGMENT, count := 0, epoch := seq), publish ``head := seq``,
-  then take the oldest segment's name away (``_segment.WriterSegments``). Readers validate a slot's epoch before and after
-  loading its count, so a retired slot is never read as the segment it used to describe.
+  then take the oldest segment's name away (``_segment.WriterSegments``). Readers
+  validate a slot's epoch before and after loading its count, so a retired slot is never
+  read as the segment it used to describe.
 
 Records at indices >= count are never shown, so a failed or interrupted store there (a bad
 value, a SIGKILL) is invisible and simply overwritten by the next append.
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from . import _claim, _segment
+from . import _claim, _segment, _wait
 from ._errors import CorruptLogError, InvalidRecordError, LogNotFoundError, WriterClosedError
 from ._header import COUNT_OFFSET, EPOCH_OFFSET, HEAD_WORD, NO_SEGMENT
 
@@ -33,8 +34,13 @@ if TYPE_CHECKING:
 _VALUE_ERRORS = (TypeError, ValueError, OverflowError)
 
 
-def _release(segments: _segment.WriterSegments, claim: _claim.Claim) -> None:
+_NOBODY_WAITS = memoryview(bytearray(16)).cast("q")
+
+
+def _release(segments: _segment.WriterSegments, waits: _wait.WaitRegion | None, claim: _claim.Claim) -> None:
     segments.close()
+    if waits is not None:
+        waits.close()
     claim.release()
 
 
@@ -61,6 +67,8 @@ class Writer:
         "_name",
         "_segments",
         "_seq",
+        "_waiting",
+        "_waits",
         "_words",
     )
 
@@ -88,7 +96,9 @@ class Writer:
             claim.release()
             raise
         self._segments = segments = _segment.WriterSegments(self._name, layout, mode, region)
-        self._finalizer = weakref.finalize(self, _release, segments, claim)
+        self._waits = waits = _wait.WaitRegion.open(self._name, layout.nonce)
+        self._waiting = _NOBODY_WAITS if waits is None else waits.words
+        self._finalizer = weakref.finalize(self, _release, segments, waits, claim)
         self._enter_segment(head, region.array, count)
         _claim.track(self)
 
@@ -118,6 +128,8 @@ class Writer:
         # Publish: after the record store above; pairs with the count load in
         # _snapshot.published(), which readers make before loading any record.
         self._words[self._count_word] = i
+        if self._waiting[_wait.WAITING_WORD]:  # someone sleeps on the futex (see _wait.py)
+            self._waits.wake()  # type: ignore[union-attr]
 
     def extend(self, values: Any) -> None:
         """Publish a sequence of records (any array-like), one publication per segment.
@@ -144,6 +156,8 @@ class Writer:
             done += end - i
             self._count = end
             self._words[self._count_word] = end  # publish; pairs with _snapshot.published()
+            if self._waiting[_wait.WAITING_WORD]:
+                self._waits.wake()  # type: ignore[union-attr]
 
     def _append_rolling(self, value: Any) -> None:
         self._check_open()
@@ -156,6 +170,8 @@ class Writer:
         self._data[0:1] = record
         self._count = 1
         self._words[self._count_word] = 1  # publish; pairs with _snapshot.published()
+        if self._waiting[_wait.WAITING_WORD]:
+            self._waits.wake()  # type: ignore[union-attr]
 
     def _roll(self) -> None:
         """Make segment ``head + 1`` the head, then reclaim the oldest segment."""

@@ -152,3 +152,122 @@ def test_a_waiter_is_woken_by_a_writer_in_another_process(method: str) -> None:
                 child.kill()
                 child.join()
         assert child.exitcode == 0
+
+
+def test_a_waiter_uses_no_cpu_while_it_waits() -> None:
+    with AtomicLog.new(8, 4, dtype=np.int64) as log:
+        cursor = log.cursor("newest")
+        cpu = time.process_time()
+        assert cursor.wait(timeout=0.5) is False
+        assert time.process_time() - cpu < 0.05  # a busy-poll would burn ~0.5 s
+
+
+def _wait_forever(name: str, ready) -> None:
+    cursor = AtomicLog.attach(name).cursor("newest")
+    ready.set()
+    cursor.wait()
+
+
+def test_a_killed_waiter_costs_the_writer_one_wake_up_then_nothing() -> None:
+    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    with log, writer:
+        ctx = mp.get_context("spawn")
+        ready = ctx.Event()
+        child = ctx.Process(target=_wait_forever, args=(log.name, ready))
+        child.start()
+        try:
+            assert ready.wait(30)
+            deadline = time.monotonic() + 30
+            while not writer._waiting[1] and time.monotonic() < deadline:
+                time.sleep(0.001)  # until the child announced it waits
+            assert writer._waiting[1] == 1
+        finally:
+            child.kill()
+            child.join(30)
+        writer.append(1)  # wakes nobody: the writer stops asking
+        assert writer._waiting[1] == 0
+        writer.append(2)
+        assert writer._waiting[1] == 0
+
+
+def _wait_and_report(name: str, ready, woke) -> None:
+    cursor = AtomicLog.attach(name).cursor("newest")
+    ready.set()
+    if cursor.wait(timeout=30):
+        woke.put(time.perf_counter())
+
+
+def test_many_waiters_in_other_processes_are_all_woken() -> None:
+    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    with log, writer:
+        ctx = mp.get_context("fork")
+        woke = ctx.Queue()
+        readies = [ctx.Event() for _ in range(3)]
+        children = [ctx.Process(target=_wait_and_report, args=(log.name, r, woke)) for r in readies]
+        for child in children:
+            child.start()
+        try:
+            assert all(r.wait(30) for r in readies)
+            time.sleep(0.1)  # let them reach the futex
+            writer.append(7)
+            for _ in children:
+                woke.get(timeout=30)
+        finally:
+            for child in children:
+                child.join(30)
+                if child.is_alive():
+                    child.kill()
+                    child.join()
+        assert [c.exitcode for c in children] == [0, 0, 0]
+
+
+def test_asyncio_waiters_share_one_thread_and_never_block_the_loop() -> None:
+    import asyncio
+    import threading
+
+    writer, log = AtomicLog.new_claimed(64, 8, dtype=np.int64)
+    with log, writer:
+
+        async def main() -> list[int]:
+            cursors = [log.cursor("newest") for _ in range(5)]
+            waits = [asyncio.ensure_future(c.wait_async(timeout=30)) for c in cursors]
+            ticks = 0
+            for _ in range(10):  # the loop keeps running while they wait
+                await asyncio.sleep(0.01)
+                ticks += 1
+            wakers = [t for t in threading.enumerate() if t.name.startswith("atomic-log-shm waker")]
+            assert len(wakers) == 1
+            writer.append(5)
+            assert all(await asyncio.gather(*waits))
+            assert await cursors[0].wait_async(timeout=0.05)  # already something to poll
+            assert await log.cursor("newest").wait_async(timeout=0.05) is False
+            return [ticks] + [int(v) for a in cursors[0].poll().arrays for v in a]
+
+        assert asyncio.run(main()) == [10, 5]
+
+
+def test_follow_yields_batches_as_they_are_published() -> None:
+    import asyncio
+
+    writer, log = AtomicLog.new_claimed(64, 8, dtype=np.int64)
+    with log, writer:
+        writer.extend(range(3))
+
+        async def main() -> list[list[int]]:
+            seen: list[list[int]] = []
+
+            async def produce() -> None:
+                for v in range(3, 6):
+                    await asyncio.sleep(0.02)
+                    writer.append(v)
+
+            task = asyncio.ensure_future(produce())
+            async for batch in log.follow():
+                seen.append(flat(batch.arrays))
+                if sum(map(len, seen)) >= 6:
+                    break
+            await task
+            return seen
+
+        seen = asyncio.run(asyncio.wait_for(main(), 30))
+        assert [v for batch in seen for v in batch] == list(range(6))
