@@ -35,6 +35,7 @@ _VALUE_ERRORS = (TypeError, ValueError, OverflowError)
 
 
 _NOBODY_WAITS = memoryview(bytearray(16)).cast("q")
+_WAITING = _wait.WAITING_WORD
 
 
 def _release(segments: _segment.WriterSegments, waits: _wait.WaitRegion | None, claim: _claim.Claim) -> None:
@@ -116,11 +117,11 @@ class Writer:
         the dtype, InvalidRecordError is raised and the log is exactly as it was.
         """
         i = self._count
-        if i >= self._capacity:  # head full, or writer closed (capacity -1): the slow path
-            self._append_rolling(value)
-            return
         try:
             self._data[i] = value  # unpublished until the count store below
+        except IndexError:  # the head is full (or the writer closed: no data): the slow path
+            self._append_rolling(value)
+            return
         except _VALUE_ERRORS as exc:
             raise self._bad_value(value, exc) from None
         i += 1
@@ -128,7 +129,7 @@ class Writer:
         # Publish: after the record store above; pairs with the count load in
         # _snapshot.published(), which readers make before loading any record.
         self._words[self._count_word] = i
-        if self._waiting[_wait.WAITING_WORD]:  # someone sleeps on the futex (see _wait.py)
+        if self._waiting[_WAITING]:  # someone sleeps on the futex (see _wait.py)
             self._waits.wake()  # type: ignore[union-attr]
 
     def extend(self, values: Any) -> None:
@@ -156,7 +157,7 @@ class Writer:
             done += end - i
             self._count = end
             self._words[self._count_word] = end  # publish; pairs with _snapshot.published()
-            if self._waiting[_wait.WAITING_WORD]:
+            if self._waiting[_WAITING]:
                 self._waits.wake()  # type: ignore[union-attr]
 
     def _append_rolling(self, value: Any) -> None:
@@ -170,7 +171,7 @@ class Writer:
         self._data[0:1] = record
         self._count = 1
         self._words[self._count_word] = 1  # publish; pairs with _snapshot.published()
-        if self._waiting[_wait.WAITING_WORD]:
+        if self._waiting[_WAITING]:
             self._waits.wake()  # type: ignore[union-attr]
 
     def _roll(self) -> None:
@@ -229,8 +230,8 @@ class Writer:
     def _close(self, because: str) -> None:
         if not self._closed_because:
             self._closed_because = because
-            self._capacity = -1  # routes append() to the slow path, which raises
-            self._data = np.empty(0, self._layout.dtype)
+            self._capacity = -1  # routes extend() to the slow path, which raises
+            self._data = np.empty(0, self._layout.dtype)  # and append()
 
     def _disown(self) -> None:
         """Called in a forked child: the claim, and the segment made ahead, stay the parent's."""
