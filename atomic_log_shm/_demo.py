@@ -28,6 +28,7 @@ import numpy as np
 
 from ._cli import end_position
 from ._log import AtomicLog
+from ._snapshot import Snapshot
 
 TELEMETRY = np.dtype(
     [
@@ -44,6 +45,7 @@ SEGMENT = 4096
 SENSORS = 16
 SLOW_POLL = 0.4  # seconds: longer than the window lasts at the default rate
 FAST_POLL = 0.002
+STARTUP_TIMEOUT = 60.0  # seconds for the writer's first record
 STATS_EVERY = 0.25  # seconds between window statistics in a reader
 # Per reader in the counters array: records seen, records missed, next position to read.
 SEEN, MISSED, NEXT = range(3)
@@ -107,6 +109,21 @@ def read(log: AtomicLog, reader: int, poll: float, counters: Any, p99: Any, stop
         time.sleep(poll)
 
 
+def _wait_for_first_record(snap: Snapshot, procs: list[Any]) -> float | None:
+    """When the writer's first record was seen (the demo's clock starts there, as starting
+    processes on a busy machine can take a while); None if the writer failed or timed out."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline and procs[0].exitcode is None:
+        snap.refresh()
+        if len(snap):
+            return time.monotonic()
+        time.sleep(0.02)
+    if procs[0].exitcode is None:
+        procs[0].kill()  # reported as failed in the summary
+        procs[0].join()
+    return None
+
+
 @dataclass
 class Frame:
     """What one redraw shows: the log's state and each reader's, at one moment."""
@@ -164,9 +181,12 @@ def run(
             show = _live_view(out, readers) or _plain_view(out)
             snap = log.snapshot()
             rates = _Rates()
-            start = time.monotonic()
+            started = _wait_for_first_record(snap, procs)
             with show as draw:
-                while (elapsed := time.monotonic() - start) < duration:
+                while started is not None:
+                    elapsed = time.monotonic() - started
+                    if duration and elapsed >= duration:
+                        break
                     if any(p.exitcode not in (None, 0) for p in procs):
                         break  # a child failed: stop now, the summary says which
                     snap.refresh()
@@ -178,6 +198,8 @@ def run(
                         rows.append((polls[r], seen, lag, missed, p99[r]))
                     draw(Frame(elapsed, len(snap), newest, rates.add(elapsed, newest + 1), rows))
                     time.sleep(0.1)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C ends the demo early; the cleanup below is the same
         finally:
             stop.set()
             for p in procs:
