@@ -12,9 +12,6 @@ words only inspection needs (head, the slots, writer_pid, created_ns), loaded th
 private helpers of ``_header`` and ``_snapshot``: the command line never stores to shared
 memory, so it can look at a live log without disturbing its writer.
 
-A record's position is ``segment * segment_capacity + index``: positions only grow, so
-they say what is newer and how much was missed, across segments and refreshes.
-
 Exit status: 0 ok, 1 a runtime error (one line on stderr, no traceback), 2 bad usage.
 This module imports nothing beyond the library's own dependencies; ``rich`` is imported
 only by the demo's live view, and only if it is installed.
@@ -39,9 +36,10 @@ import numpy.typing as npt
 from numpy.lib import format as npformat
 
 from . import __version__, _header, _shm
+from ._cursor import Cursor, Poll
 from ._errors import AtomicLogError
 from ._log import AtomicLog, remove_log
-from ._snapshot import Snapshot, published
+from ._snapshot import published
 
 PROG = "atomic-log"
 
@@ -56,25 +54,6 @@ _CREATED_WORD = _word("created_ns")
 _PID_WORD = _word("writer_pid")
 _HEAD_WORD = _word("head")
 _READ_TRIES = 100
-
-
-# Positions ------------------------------------------------------------------------------
-
-
-def start_position(snap: Snapshot) -> int:
-    """The position of the oldest record ``snap`` shows (its end if it shows none)."""
-    for chunk in snap.chunks():
-        return chunk.sequence * snap.log.segment_capacity
-    return end_position(snap)
-
-
-def end_position(snap: Snapshot) -> int:
-    """The position just after the newest record ``snap`` shows; 0 if it never showed one."""
-    chunks = tuple(snap.chunks())
-    if not chunks:
-        return 0
-    last = chunks[-1]
-    return last.sequence * snap.log.segment_capacity + len(last.values)
 
 
 # Reading a header -------------------------------------------------------------------------
@@ -325,23 +304,23 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _updates(snap: Snapshot, interval: float) -> Iterator[None]:
-    """Yield at once, then each time ``snap`` was refreshed and may show newer records.
-
-    The one place ``tail`` waits: a blocking wait for the writer's next publication can
-    replace the sleep here. Ends when the log's name goes away (removed, or replaced by
-    another log of that name), as the records it shows will never grow again.
+def _batches(cursor: Cursor, name: str, gather: float) -> Iterator[Poll]:
+    """What ``cursor`` finds, batch by batch, as records are published. The one place
+    ``tail`` waits: asleep on the writer's next publication, using no CPU, then ``gather``
+    seconds more so a burst prints as one batch. Ends when the log's name goes away
+    (removed, or replaced by another log of that name): the log will never grow again.
     """
-    path = os.path.join(_shm.SHM_DIR, snap.log.name)
+    path = os.path.join(_shm.SHM_DIR, name)
     inode = os.stat(path).st_ino
-    yield
     next_check = time.monotonic() + 1.0
     while True:
-        time.sleep(interval)
-        snap.refresh()
-        yield
+        batch = cursor.poll()
+        if batch.arrays or batch.missed:
+            yield batch
+        if cursor.wait(timeout=1.0):
+            time.sleep(gather)
         if time.monotonic() >= next_check:
-            next_check += 1.0
+            next_check = time.monotonic() + 1.0
             try:
                 if os.stat(path).st_ino != inode:
                     return
@@ -352,22 +331,17 @@ def _updates(snap: Snapshot, interval: float) -> Iterator[None]:
 def _cmd_tail(args: argparse.Namespace) -> int:
     out = sys.stdout
     with closing(AtomicLog.attach(args.name)) as log:
-        capacity = log.segment_capacity
         snap = log.snapshot()
-        nxt = max(start_position(snap), end_position(snap) - args.n)
+        cursor = log.cursor(max(snap.start, snap.end - args.n))
+        del snap
         try:
-            for _ in _updates(snap, args.interval):
-                for chunk in snap.chunks():
-                    base = chunk.sequence * capacity
-                    end = base + len(chunk.values)
-                    if end <= nxt:
-                        continue
-                    if base > nxt:  # reclaimed before we looked: say how much is lost
-                        note = f"... {base - nxt:,} records missed ..."
-                        print(note, file=sys.stderr if args.json else out)
-                        nxt = base
-                    out.write("\n".join(_lines(chunk.values[nxt - base :], nxt, args.json)) + "\n")
-                    nxt = end
+            for batch in _batches(cursor, log.name, args.interval):
+                if batch.missed:  # reclaimed before we looked: say how much is lost
+                    print(f"... {batch.missed:,} records missed ...", file=sys.stderr if args.json else out)
+                position = batch.start
+                for values in batch.arrays:
+                    out.write("\n".join(_lines(values, position, args.json)) + "\n")
+                    position += len(values)
                 out.flush()
         except KeyboardInterrupt:
             return 0  # Ctrl-C is how tail is meant to end
@@ -537,7 +511,8 @@ def _parser() -> argparse.ArgumentParser:
         "tail",
         help="print records as they are published",
         description="Print the newest records, then each record as it is published, until Ctrl-C "
-        "(exit status 0) or until the log is removed. Lost records are noted as "
+        "(exit status 0) or until the log is removed. Waits for the writer without using CPU. "
+        "Records that were reclaimed before tail could print them are noted as "
         "'... N records missed ...' (on stderr with --json).",
     )
     tail.add_argument("name", metavar="NAME")

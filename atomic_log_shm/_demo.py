@@ -1,9 +1,10 @@
 """The live demo behind ``atomic-log demo``: one writer process, a pool of reader processes.
 
 The writer publishes telemetry (a record per sample from one of 16 sensors) at a steady
-rate. Each reader attaches by name (its handle arrives pickled), follows the log by
-position and, a few times a second, computes the 99th percentile of latency over the whole
-retained window. The last reader of two or more looks only every 0.4 s, longer than the
+rate. Each reader attaches by name (its handle arrives pickled), follows the log with a
+cursor, asleep until the writer publishes, and a few times a second computes the 99th
+percentile of latency over the whole retained window. The last reader of two or more
+instead looks only every 0.4 s, longer than the
 window lasts at the default rate, so it shows what the log promises a slow reader: the
 latest window, and a count of what it missed, never a blocked writer.
 
@@ -26,7 +27,6 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ._cli import end_position
 from ._log import AtomicLog
 from ._snapshot import Snapshot
 
@@ -44,7 +44,6 @@ RETAINED = 50_000
 SEGMENT = 4096
 SENSORS = 16
 SLOW_POLL = 0.4  # seconds: longer than the window lasts at the default rate
-FAST_POLL = 0.002
 STARTUP_TIMEOUT = 60.0  # seconds for the writer's first record
 STATS_EVERY = 0.25  # seconds between window statistics in a reader
 # Per reader in the counters array: records seen, records missed, next position to read.
@@ -79,34 +78,34 @@ def write(log: AtomicLog, rate: float, stop: Any) -> None:
                 time.sleep(ahead)
 
 
-def read(log: AtomicLog, reader: int, poll: float, counters: Any, p99: Any, stop: Any) -> None:
-    """A reader process: follow the log by position, count what it sees and what it missed."""
+def read(log: AtomicLog, reader: int, every: float, counters: Any, p99: Any, stop: Any) -> None:
+    """A reader process: follow the log with a cursor, count what it saw and what it missed.
+
+    ``every`` 0: sleep until the writer publishes (no CPU while idle); else look only every
+    ``every`` seconds, as a slow consumer would.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    capacity = log.segment_capacity
-    snap = log.snapshot()
+    cursor = log.cursor("newest")  # only what comes from now on, as a dashboard attaching would
+    window = log.snapshot()
     at = reader * COUNTERS
-    nxt = end_position(snap)  # start at the newest record, as a dashboard attaching would
     seen = missed = 0
     next_stats = 0.0
     while not stop.is_set():
-        snap.refresh()
-        for chunk in snap.chunks():
-            base = chunk.sequence * capacity
-            end = base + len(chunk.values)
-            if end <= nxt:
-                continue
-            if base > nxt:  # reclaimed before this reader looked: lost to it, by design
-                missed += base - nxt
-                nxt = base
-            seen += end - nxt
-            nxt = end
-        counters[at + SEEN], counters[at + MISSED], counters[at + NEXT] = seen, missed, nxt
+        if every:
+            time.sleep(every)
+        else:
+            cursor.wait(timeout=0.1)  # the timeout only lets us notice ``stop``
+        batch = cursor.poll()
+        seen += sum(len(values) for values in batch.arrays)
+        missed += batch.missed  # reclaimed before this reader looked: lost to it, by design
+        counters[at + SEEN], counters[at + MISSED], counters[at + NEXT] = seen, missed, cursor.position
         now = time.monotonic()
-        if now >= next_stats and len(snap):
-            latency = np.concatenate([c.values["latency_us"] for c in snap.chunks()])
-            p99[reader] = float(np.percentile(latency, 99))
+        if now >= next_stats:
+            window.refresh()
+            if len(window):
+                latency = np.concatenate([c.values["latency_us"] for c in window.chunks()])
+                p99[reader] = float(np.percentile(latency, 99))
             next_stats = now + STATS_EVERY
-        time.sleep(poll)
 
 
 def _wait_for_first_record(snap: Snapshot, procs: list[Any]) -> float | None:
@@ -160,7 +159,7 @@ def run(
     counters = ctx.Array("q", readers * COUNTERS, lock=False)
     counters[NEXT::COUNTERS] = [-1] * readers  # -1: this reader has not looked yet
     p99 = ctx.Array("d", readers, lock=False)
-    polls = [SLOW_POLL if readers >= 2 and r == readers - 1 else FAST_POLL for r in range(readers)]
+    polls = [SLOW_POLL if readers >= 2 and r == readers - 1 else 0.0 for r in range(readers)]
     with AtomicLog.new(RETAINED, SEGMENT, dtype=TELEMETRY, name=name) as log:
         print(
             f"log {log.name}: {len(TELEMETRY.names or ())} fields, {TELEMETRY.itemsize} bytes a record; "
@@ -190,7 +189,7 @@ def run(
                     if any(p.exitcode not in (None, 0) for p in procs):
                         break  # a child failed: stop now, the summary says which
                     snap.refresh()
-                    newest = end_position(snap) - 1
+                    newest = snap.end - 1
                     rows = []
                     for r in range(readers):
                         seen, missed, nxt = counters[r * COUNTERS : (r + 1) * COUNTERS]
@@ -281,13 +280,13 @@ def _live_view(out: TextIO, readers: int) -> _View | None:
             f"{frame.elapsed:.1f} s",
         )
         table = Table(expand=False)
-        for header in ("reader", "polls every", "records/s", "lag", "missed", "p99 latency (window)"):
+        for header in ("reader", "looks", "records/s", "lag", "missed", "p99 latency (window)"):
             table.add_column(header, justify="right")
         for r, (poll, seen, lag, missed, p99) in enumerate(frame.readers):
             rate = seen_rates[r].add(frame.elapsed, seen)
             table.add_row(
                 f"r{r}",
-                f"{poll * 1000:.0f} ms",
+                f"every {poll * 1000:.0f} ms" if poll else "on publish",
                 f"{rate:,.0f}",
                 f"{lag:,}" if lag >= 0 else "starting",
                 Text(f"{missed:,}", style="yellow" if missed else ""),

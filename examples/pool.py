@@ -30,14 +30,12 @@ def sensor_stats(log: AtomicLog, sensor: int) -> tuple[int, int, float, float, i
     with log:  # an attached handle: leaving the block closes it, the log stays
         snap = log.snapshot()
         count, total, peak = 0, 0.0, -np.inf
-        newest = -1
         for chunk in snap.chunks():  # chunk.values views shared memory: no copy
             values = chunk.values["value"][chunk.values["sensor"] == sensor]
             count += len(values)
             total += float(values.sum(dtype=np.float64))
             peak = max(peak, float(values.max())) if len(values) else peak
-            newest = chunk.sequence * log.segment_capacity + len(chunk.values) - 1
-        return sensor, count, total / count if count else float("nan"), peak, newest
+        return sensor, count, total / count if count else float("nan"), peak, snap.end - 1
 
 
 def main(argv: list[str] | None = None) -> int:

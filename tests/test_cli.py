@@ -364,5 +364,5 @@ def test_demo_live_view_in_a_terminal() -> None:
             proc.kill()
             proc.wait()
     text = screen.decode(errors="replace")
-    assert "polls every" in text and "missed" in text  # the table's header
+    assert "looks" in text and "on publish" in text and "missed" in text  # the table
     assert "done: every process stopped, shared memory removed" in text
