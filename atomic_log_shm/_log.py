@@ -247,7 +247,11 @@ class AtomicLog:
         if array is None:
             self._words[0]  # raises LogClosedError on a closed handle
             array = _segment.open_readonly(self._name, self._layout, seq)
-            if array is None:
+            # Look at the slot again now that the mapping exists: the writer retires a slot
+            # before it reuses the region, and never reuses one that is mapped elsewhere,
+            # so a region opened by its old name late in its life is never taken as `seq`
+            # (docs/design.md, "Reusing pages").
+            if array is None or self._words[self._layout.epoch_word(seq)] != seq:
                 return None
             segments[seq] = array
             if len(segments) > self._layout.slot_count:

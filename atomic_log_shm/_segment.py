@@ -104,6 +104,15 @@ class WriterSegments:
         unlink(self._name, self._layout, region.seq)
         region.close()
 
+    def forget(self) -> None:
+        """In a forked child: close the inherited descriptors and drop the mappings,
+        unlinking nothing (the segments and the spare are the parent's)."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.close()
+        while self._live:
+            self._live.popleft().close()
+
     def close(self) -> None:
         """Unlink the spare and let go of every descriptor; the log's segments stay."""
         spare, self._spare = self._spare, None

@@ -234,8 +234,13 @@ class Writer:
             self._data = np.empty(0, self._layout.dtype)  # and append()
 
     def _disown(self) -> None:
-        """Called in a forked child: the claim, and the segment made ahead, stay the parent's."""
+        """Called in a forked child: drop the inherited descriptors and mappings, leaving the
+        claim, the segments and the spare to the parent."""
         self._claim.forget()
+        self._segments.forget()
+        if self._waits is not None:
+            self._waits.close()
+            self._waiting = _NOBODY_WAITS
         self._finalizer.detach()
         self._close("it belongs to the parent of this forked process")
 

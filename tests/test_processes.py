@@ -628,11 +628,6 @@ def what_of_the_log_is_writable(out: Any, name: str) -> dict[str, list[str]]:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: since 6f63767 Writer._disown() leaves the writer's WriterSegments (descriptors and "
-    "read-write mappings of its live segments) to the forked child",
-)
 def test_forked_child_keeps_no_writable_descriptor_or_mapping_of_its_parents_log(log_name) -> None:
     writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64, name=log_name())
     with log, writer:
