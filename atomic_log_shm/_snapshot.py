@@ -8,7 +8,8 @@ Reader protocol. A reader writes nothing to shared memory. To read segment ``s``
 3. loads the slot's count ``c`` (pairs with the writer's count store after each append);
 4. loads the epoch again; unless it still equals ``s`` the writer retired the slot in
    between, and ``c`` may belong to the next occupant: ``s`` is not shown;
-5. maps ``/NAME@nonce.s`` read-only (if its name is gone, ``s`` was reclaimed) and shows
+5. maps ``/NAME@nonce.s`` read-only (if its name is gone, ``s`` was reclaimed), checks on a
+   new mapping that the epoch still equals ``s`` (``AtomicLog._segment``), and shows
    records ``[0, c)``.
 
 Why a torn or unpublished record can never be observed: the writer stores a record before
