@@ -573,3 +573,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # /dev/null so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # e.g. permission denied on another user's log
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
