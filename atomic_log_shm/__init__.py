@@ -8,6 +8,7 @@ processes through POSIX shared memory, lock-free and zero-copy on the read side.
 
 from ._cursor import Cursor, Poll
 from ._errors import (
+    AccessDeniedError,
     AtomicLogError,
     CorruptLogError,
     DtypeMismatchError,
@@ -19,6 +20,7 @@ from ._errors import (
     LogNotFoundError,
     NotALogError,
     OutOfSpaceError,
+    ResourceLimitError,
     UnsupportedDtypeError,
     UnsupportedPlatformError,
     VersionMismatchError,
@@ -31,6 +33,7 @@ from ._writer import Writer
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDeniedError",
     "AtomicLog",
     "AtomicLogError",
     "Chunk",
@@ -46,6 +49,7 @@ __all__ = [
     "NotALogError",
     "OutOfSpaceError",
     "Poll",
+    "ResourceLimitError",
     "Snapshot",
     "UnsupportedDtypeError",
     "UnsupportedPlatformError",

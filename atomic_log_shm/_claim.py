@@ -30,7 +30,7 @@ class Claim:
     def __init__(self, fd: int, region: mmap.mmap) -> None:
         self._fd = fd
         self._region = region
-        self.words = memoryview(region).cast("q")
+        self.words = memoryview(region)[: len(region) // 8 * 8].cast("q")
         self.words[PID_WORD] = os.getpid()  # informational: who holds the claim
 
     @classmethod
@@ -43,7 +43,7 @@ class Claim:
             region.close()
             os.close(fd)
             return None
-        if read_nonce(region) != nonce:
+        if read_nonce(region) != nonce or len(region) < 8:
             region.close()
             os.close(fd)  # also drops the lock
             raise LogNotFoundError(f"the log {name!r} was removed and replaced by another")

@@ -11,8 +11,9 @@ class AtomicLogError(Exception):
     """Base class of every error raised by atomic_log_shm."""
 
 
-class InvalidArgumentError(AtomicLogError, ValueError):
-    """An argument is out of range (a capacity that is not positive, an unusable mode)."""
+class InvalidArgumentError(AtomicLogError, ValueError, TypeError):
+    """An argument of the wrong type or out of range (a capacity that is not a positive
+    int, an unusable mode). Catchable as ValueError or TypeError."""
 
 
 class InvalidNameError(AtomicLogError, ValueError):
@@ -23,8 +24,9 @@ class UnsupportedDtypeError(AtomicLogError, TypeError):
     """The dtype cannot live in shared memory (objects, zero-sized, sub-array)."""
 
 
-class InvalidRecordError(AtomicLogError, ValueError):
-    """A value passed to append() or extend() does not fit the log's dtype."""
+class InvalidRecordError(AtomicLogError, ValueError, TypeError):
+    """A value passed to append() or extend() does not fit the log's dtype (numpy said
+    ValueError, TypeError or OverflowError). Catchable as ValueError or TypeError."""
 
 
 class DtypeMismatchError(AtomicLogError, TypeError):
@@ -61,6 +63,14 @@ class LogClosedError(AtomicLogError):
 
 class OutOfSpaceError(AtomicLogError, OSError):
     """Shared memory is full: a new segment could not be reserved. Nothing was published."""
+
+
+class AccessDeniedError(AtomicLogError, PermissionError):
+    """The regions of the log exist but this process may not open them so."""
+
+
+class ResourceLimitError(AtomicLogError, OSError):
+    """The system refused a descriptor or a mapping (each mapped segment holds one of each)."""
 
 
 class UnsupportedPlatformError(AtomicLogError):

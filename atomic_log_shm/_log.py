@@ -45,7 +45,7 @@ def _check_platform() -> None:
 
 def _check_capacity(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+        raise InvalidArgumentError(f"{what} must be an int, not {type(value).__name__}")
     if value <= 0:
         raise InvalidArgumentError(f"{what} must be at least 1, got {value}")
     return int(value)
@@ -53,7 +53,7 @@ def _check_capacity(value: object, what: str) -> int:
 
 def _check_mode(mode: object) -> int:
     if isinstance(mode, bool) or not isinstance(mode, int):
-        raise TypeError(f"mode must be an int such as 0o600, not {type(mode).__name__}")
+        raise InvalidArgumentError(f"mode must be an int such as 0o600, not {type(mode).__name__}")
     if mode & ~0o666 or not mode & 0o600 == 0o600:
         raise InvalidArgumentError(
             f"mode {mode:#o} must give the owner read and write and nobody execute (e.g. 0o600, 0o640)"
@@ -109,7 +109,7 @@ class AtomicLog:
         self._name = name
         self._layout = layout
         self._region = region
-        self._words: Words = memoryview(region).cast("q")
+        self._words: Words = memoryview(region)[: layout.header_size].cast("q")
         self._segments: dict[int, Records] = {}
         self._owner = _owner
         self._waits: _wait.WaitRegion | bool | None = False  # False: not opened yet

@@ -47,6 +47,9 @@ class Region:
             self.fd = -1
 
 
+_KEEP = 64  # the most segments a writer keeps open for reuse: two descriptors each
+
+
 class WriterSegments:
     """The segments a writer has made, kept mapped so their pages can be used again.
 
@@ -57,8 +60,10 @@ class WriterSegments:
     segment after next (``retire``), and when that one is needed (``take``) its pages are
     reused, provided no other process has it open or mapped any more (``_shm.unshared``):
     a reader that still holds it keeps its values unchanged, and the writer makes a fresh
-    region instead. The renamed region is unpublished and numbered above the head, so no
-    reader opens it; close() unlinks it, and a writer that claims after a crash removes it.
+    region instead. Only the newest ``_KEEP`` segments are held, so a window of more
+    segments than that is made of fresh regions. The renamed region is unpublished and
+    numbered above the head, so no reader opens it; close() unlinks it, and a writer that
+    claims after a crash removes it.
     """
 
     __slots__ = ("_layout", "_live", "_mode", "_name", "_spare")
@@ -80,7 +85,10 @@ class WriterSegments:
             if spare is not None:
                 self._unlink(spare)
             region = create(self._name, self._layout, seq, self._mode)
-        self._live.append(region)
+        live = self._live
+        live.append(region)
+        if len(live) > _KEEP:  # a long window: stop holding its oldest (it will be made anew)
+            live.popleft().close()
         return region.array
 
     def retire(self, seq: int, spare_seq: int) -> None:

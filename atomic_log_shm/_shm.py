@@ -18,7 +18,14 @@ from collections.abc import Iterator
 
 import posix_ipc
 
-from ._errors import InvalidNameError, LogExistsError, LogNotFoundError, OutOfSpaceError
+from ._errors import (
+    AccessDeniedError,
+    InvalidNameError,
+    LogExistsError,
+    LogNotFoundError,
+    OutOfSpaceError,
+    ResourceLimitError,
+)
 
 SHM_DIR = "/dev/shm"
 MAX_NAME = 200  # leaves room for "@<16 hex>.<20 digits>" within NAME_MAX (255)
@@ -49,6 +56,36 @@ def wait_path(name: str, nonce: int) -> str:
     return f"/{name}@{nonce:016x}.wait"
 
 
+_POSIX_IPC_MESSAGES = {
+    "This process already has the maximum number of files open": errno.EMFILE,
+    "The system limit on the total number of open files has been reached": errno.ENFILE,
+    "Not enough memory": errno.ENOMEM,
+    "Out of memory": errno.ENOMEM,
+}
+
+
+def _typed(exc: BaseException, path: str, size: int = 0) -> BaseException:
+    """The library's error for a system error met on region ``path``; others unchanged."""
+    if isinstance(exc, posix_ipc.PermissionsError | PermissionError):
+        return AccessDeniedError(errno.EACCES, f"permission denied on {SHM_DIR}{path}")
+    if not isinstance(exc, OSError):
+        return exc
+    if exc.errno is None:  # posix_ipc raises OSError(message) for some errnos
+        exc.errno = _POSIX_IPC_MESSAGES.get(str(exc))
+    if exc.errno in (errno.ENOSPC, errno.EFBIG):
+        return OutOfSpaceError(
+            exc.errno, f"no room in {SHM_DIR} for {size} bytes ({path}); free some and retry"
+        )
+    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+        return ResourceLimitError(
+            exc.errno,
+            f"cannot open or map {SHM_DIR}{path}: {os.strerror(exc.errno or 0)}. Each mapped "
+            "segment holds a descriptor and a mapping: raise the limit (ulimit -n) or use "
+            "fewer, larger segments",
+        )
+    return exc
+
+
 def create(path: str, size: int, mode: int, flags: int = mmap.MAP_SHARED) -> tuple[int, mmap.mmap]:
     """Create a region of ``size`` bytes with its memory reserved, and map it read-write
     with mmap ``flags``. Returns its file descriptor (the caller closes it) and the map.
@@ -61,6 +98,8 @@ def create(path: str, size: int, mode: int, flags: int = mmap.MAP_SHARED) -> tup
         shm = posix_ipc.SharedMemory(path, posix_ipc.O_CREX, mode=mode, size=0)
     except posix_ipc.ExistentialError:
         raise LogExistsError(f"shared memory {path!r} already exists") from None
+    except (OSError, posix_ipc.Error) as exc:  # e.g. ENOSPC: no inode left
+        raise _typed(exc, path, size) from None
     try:
         os.fchmod(shm.fd, mode)  # exactly `mode`, whatever the umask
         os.posix_fallocate(shm.fd, 0, size)
@@ -68,11 +107,7 @@ def create(path: str, size: int, mode: int, flags: int = mmap.MAP_SHARED) -> tup
     except BaseException as exc:
         shm.close_fd()
         unlink_quietly(path)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
-            raise OutOfSpaceError(
-                exc.errno, f"no room in {SHM_DIR} for {size} bytes ({path}); free some and retry"
-            ) from None
-        raise
+        raise _typed(exc, path, size) from None
 
 
 def open_read(path: str) -> mmap.mmap | None:
@@ -81,10 +116,14 @@ def open_read(path: str) -> mmap.mmap | None:
         shm = posix_ipc.SharedMemory(path, 0, read_only=True)
     except posix_ipc.ExistentialError:
         return None
+    except (OSError, posix_ipc.Error) as exc:
+        raise _typed(exc, path) from None
     try:
         if shm.size == 0:  # only while its creator is between shm_open and fallocate
             return None
         return mmap.mmap(shm.fd, shm.size, access=mmap.ACCESS_READ)
+    except OSError as exc:
+        raise _typed(exc, path) from None
     finally:
         shm.close_fd()
 
@@ -95,12 +134,14 @@ def open_write(path: str) -> tuple[int, mmap.mmap]:
         shm = posix_ipc.SharedMemory(path, 0)
     except posix_ipc.ExistentialError:
         raise LogNotFoundError(f"no shared memory named {path!r}") from None
+    except (OSError, posix_ipc.Error) as exc:
+        raise _typed(exc, path) from None
     fd = shm.fd
     try:
         return fd, mmap.mmap(fd, shm.size)
-    except BaseException:
+    except BaseException as exc:
         os.close(fd)
-        raise
+        raise _typed(exc, path) from None
 
 
 def unlink_quietly(path: str) -> bool:

@@ -57,6 +57,16 @@ class Chunk(NamedTuple):
     """The position of ``values[0]``: records are numbered from 0 since the log was made."""
 
 
+def stuck(name: str, first: int, last: int) -> AtomicLogError:
+    """The error for a reader that never found the head segment whole."""
+    if first == last:
+        return CorruptLogError(f"log {name!r}: head segment {first} has no valid slot or region")
+    return AtomicLogError(
+        f"log {name!r}: the writer replaced the head segment {_REBUILD_TRIES} times while this "
+        "reader looked; use larger segments"
+    )
+
+
 def published(words: Words, epoch_word: int, seq: int, capacity: int) -> int:
     """How many records of segment ``seq`` are published, or -1 if its slot is not its own."""
     if words[epoch_word] != seq:
@@ -197,6 +207,7 @@ class Snapshot:
         words = log._words
         layout = log._layout
         capacity = layout.segment_capacity
+        first = head = words[HEAD_WORD]
         for _ in range(_REBUILD_TRIES):
             head = words[HEAD_WORD]
             if head < 0:
@@ -225,10 +236,7 @@ class Snapshot:
             self._len = sum(len(chunk.values) for chunk in chunks)
             self._set_head(head, head_word, head_array, count)
             return
-        raise AtomicLogError(
-            f"log {log.name!r}: the writer replaced the head segment {_REBUILD_TRIES} times "
-            "while this reader looked; use larger segments"
-        )
+        raise stuck(log.name, first, head)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block, using no CPU, until records newer than this view are published or

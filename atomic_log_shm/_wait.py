@@ -39,9 +39,9 @@ from typing import TYPE_CHECKING
 import posix_ipc
 
 from . import _shm
-from ._errors import AtomicLogError, LogNotFoundError
+from ._errors import LogNotFoundError
 from ._header import HEAD_WORD, Layout, Words
-from ._snapshot import published
+from ._snapshot import published, stuck
 
 if TYPE_CHECKING:
     from ._log import AtomicLog
@@ -88,7 +88,7 @@ class WaitRegion:
         self._region = region
         self._anchor = ctypes.c_char.from_buffer(region)  # pins the map while we hold its address
         self.address = ctypes.addressof(self._anchor)
-        self.words = memoryview(region).cast("q")
+        self.words = memoryview(region)[:SIZE].cast("q")
 
     @classmethod
     def open(cls, name: str, nonce: int) -> WaitRegion | None:
@@ -130,21 +130,22 @@ class WaitRegion:
         self._region.close()
 
 
-def published_end(words: Words, layout: Layout) -> int:
+def published_end(words: Words, layout: Layout, name: str) -> int:
     """The log's end position now (one past its newest record), from the header alone."""
     capacity = layout.segment_capacity
+    first = head = words[HEAD_WORD]
     for _ in range(_LOOKS):
         head = words[HEAD_WORD]
         count = published(words, layout.epoch_word(head), head, capacity)
         if count >= 0:
             return head * capacity + count
-    raise AtomicLogError(f"the head of the log moved {_LOOKS} times while this reader looked")
+    raise stuck(name, first, head)
 
 
 def wait_beyond(log: AtomicLog, position: int, timeout: float | None) -> bool:
     """Block until the log's end passes ``position`` or ``timeout`` seconds pass."""
     layout = log._layout
-    if published_end(log._words, layout) > position:
+    if published_end(log._words, layout, log.name) > position:
         return True
     deadline = None if timeout is None else time.monotonic() + timeout
     region = log._wait_region()
@@ -160,10 +161,10 @@ def wait_beyond(log: AtomicLog, position: int, timeout: float | None) -> bool:
             words = region.words
             signal = words[SIGNAL_WORD]
             words[WAITING_WORD] = 1  # ask the writer to wake us after its next publication
-            if published_end(log._words, layout) > position:
+            if published_end(log._words, layout, log.name) > position:
                 return True
             region.sleep(signal, left)
-        if published_end(log._words, layout) > position:
+        if published_end(log._words, layout, log.name) > position:
             return True
 
 
@@ -185,7 +186,7 @@ class AsyncWaker:
         self._running = False
 
     async def wait(self, position: int, timeout: float | None) -> bool:
-        if published_end(self._log._words, self._log._layout) > position:
+        if published_end(self._log._words, self._log._layout, self._log.name) > position:
             return True
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         with self._lock:
@@ -213,7 +214,7 @@ class AsyncWaker:
                 lowest = min(self._waiters.values())
             try:
                 wait_beyond(log, lowest, _SLICE)
-                self._settle(published_end(log._words, log._layout), None)
+                self._settle(published_end(log._words, log._layout, log.name), None)
             except Exception as exc:  # e.g. the handle was closed: every waiter hears of it
                 self._settle(None, exc)
 

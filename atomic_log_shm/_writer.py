@@ -89,10 +89,11 @@ class Writer:
                     f"log {self._name!r}: head segment {head} has no valid slot; "
                     "remove the log with atomic_log_shm.remove_log() and create it anew"
                 )
-            # A writer that died may have left a half-made next segment, or an old one it
-            # had not unlinked yet: nobody else can be making segments now, so remove them.
-            _segment.unlink_outside(self._name, layout, head - layout.slot_count + 1, head)
             region = _segment.open_writable(self._name, layout, head)
+            # A writer that died may have left a half-made next segment, a spare, or an old
+            # one it had not renamed yet: nobody else can be making segments now, so remove
+            # them (only once the head proved real: a damaged head must not cost the log).
+            _segment.unlink_outside(self._name, layout, head - layout.slot_count + 1, head)
         except BaseException:
             claim.release()
             raise
@@ -208,7 +209,7 @@ class Writer:
                 raise self._bad_value(values, exc) from None
         if records.ndim != 1:
             if records.ndim == 0:
-                raise TypeError("extend() takes a sequence of records; use append() for one")
+                raise InvalidRecordError("extend() takes a sequence of records; use append() for one")
             raise InvalidRecordError(
                 f"extend() takes a 1-d sequence of records of {dtype}, got shape {records.shape}"
             )
