@@ -33,7 +33,6 @@ Slot ``s % n`` describes segment ``s`` while its epoch equals ``s``; ``n`` is
 from __future__ import annotations
 
 import ast
-import math
 import mmap
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -115,7 +114,7 @@ class Layout:
 
 
 def slot_count(retained_capacity: int, segment_capacity: int) -> int:
-    return math.ceil(retained_capacity / segment_capacity) + 1
+    return -(-retained_capacity // segment_capacity) + 1  # exact ceiling, no float
 
 
 def check_dtype(dtype: Any) -> np.dtype[Any]:
@@ -131,12 +130,16 @@ def check_dtype(dtype: Any) -> np.dtype[Any]:
         )
     if dt.subdtype is not None:
         raise UnsupportedDtypeError(
-            f"dtype {dt} is a sub-array; wrap it in a field, e.g. [('values', {dt.str!r}, {dt.shape})]"
+            f"dtype {dt} is a sub-array; wrap it in a field, "
+            f"e.g. [('values', {dt.subdtype[0].str!r}, {dt.shape})]"
         )
     if dt.itemsize == 0:
         raise UnsupportedDtypeError(f"dtype {dt} has no size; give strings and voids a length")
-    descr = _describe(dt)
-    if _parse_dtype(descr) != dt:
+    try:
+        faithful = _parse_dtype(_describe(dt)) == dt
+    except (TypeError, ValueError) as exc:  # e.g. overlapping fields
+        raise UnsupportedDtypeError(f"dtype {dt} cannot be stored in the header: {exc}") from None
+    if not faithful:
         raise UnsupportedDtypeError(f"dtype {dt} cannot be described in the header faithfully")
     return dt
 

@@ -296,21 +296,24 @@ class AtomicLog:
                 self._waits.close()
             self._waits = None
 
+    def _exists(self) -> bool:
+        """Whether this log still has its name (and it was not given to another log)."""
+        region = _shm.open_read(_shm.header_path(self._name))
+        if region is None:
+            return False
+        try:
+            return _header.read_nonce(region) == self._layout.nonce
+        finally:
+            region.close()
+
     def unlink(self) -> None:
         """Remove the log's names from the system (nothing of it stays in /dev/shm).
 
         Processes that have it mapped keep what they mapped; nobody can attach any more,
         and its writer stops at its next rollover. Idempotent.
         """
-        path = _shm.header_path(self._name)
-        region = _shm.open_read(path)
-        if region is not None:
-            try:
-                ours = _header.read_nonce(region) == self._layout.nonce
-            finally:
-                region.close()
-            if ours:  # the name may belong to a newer log by now: leave that one alone
-                _shm.unlink_quietly(path)
+        if self._exists():  # the name may belong to a newer log by now: leave that one alone
+            _shm.unlink_quietly(_shm.header_path(self._name))
         for nonce, _, region_path in _shm.regions(self._name):
             if nonce == self._layout.nonce:
                 _shm.unlink_quietly(region_path)

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from ._errors import AtomicLogError, CorruptLogError
+from ._errors import AtomicLogError, CorruptLogError, LogNotFoundError
 from ._header import COUNT_OFFSET, EPOCH_OFFSET, HEAD_WORD, Words
 
 if TYPE_CHECKING:
@@ -57,13 +57,15 @@ class Chunk(NamedTuple):
     """The position of ``values[0]``: records are numbered from 0 since the log was made."""
 
 
-def stuck(name: str, first: int, last: int) -> AtomicLogError:
+def stuck(log: AtomicLog, first: int, last: int) -> AtomicLogError:
     """The error for a reader that never found the head segment whole."""
+    if not log._exists():
+        return LogNotFoundError(f"log {log.name!r} was unlinked; its segments are gone")
     if first == last:
-        return CorruptLogError(f"log {name!r}: head segment {first} has no valid slot or region")
+        return CorruptLogError(f"log {log.name!r}: head segment {first} has no valid slot or region")
     return AtomicLogError(
-        f"log {name!r}: the writer replaced the head segment {_REBUILD_TRIES} times while this "
-        "reader looked; use larger segments"
+        f"log {log.name!r}: the writer replaced the head segment {_REBUILD_TRIES} times while "
+        "this reader looked; use larger segments"
     )
 
 
@@ -236,7 +238,7 @@ class Snapshot:
             self._len = sum(len(chunk.values) for chunk in chunks)
             self._set_head(head, head_word, head_array, count)
             return
-        raise stuck(log.name, first, head)
+        raise stuck(log, first, head)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block, using no CPU, until records newer than this view are published or

@@ -40,7 +40,7 @@ import posix_ipc
 
 from . import _shm
 from ._errors import LogNotFoundError
-from ._header import HEAD_WORD, Layout, Words
+from ._header import HEAD_WORD
 from ._snapshot import published, stuck
 
 if TYPE_CHECKING:
@@ -130,8 +130,10 @@ class WaitRegion:
         self._region.close()
 
 
-def published_end(words: Words, layout: Layout, name: str) -> int:
+def published_end(log: AtomicLog) -> int:
     """The log's end position now (one past its newest record), from the header alone."""
+    words = log._words
+    layout = log._layout
     capacity = layout.segment_capacity
     first = head = words[HEAD_WORD]
     for _ in range(_LOOKS):
@@ -139,13 +141,12 @@ def published_end(words: Words, layout: Layout, name: str) -> int:
         count = published(words, layout.epoch_word(head), head, capacity)
         if count >= 0:
             return head * capacity + count
-    raise stuck(name, first, head)
+    raise stuck(log, first, head)
 
 
 def wait_beyond(log: AtomicLog, position: int, timeout: float | None) -> bool:
     """Block until the log's end passes ``position`` or ``timeout`` seconds pass."""
-    layout = log._layout
-    if published_end(log._words, layout, log.name) > position:
+    if published_end(log) > position:
         return True
     deadline = None if timeout is None else time.monotonic() + timeout
     region = log._wait_region()
@@ -161,10 +162,10 @@ def wait_beyond(log: AtomicLog, position: int, timeout: float | None) -> bool:
             words = region.words
             signal = words[SIGNAL_WORD]
             words[WAITING_WORD] = 1  # ask the writer to wake us after its next publication
-            if published_end(log._words, layout, log.name) > position:
+            if published_end(log) > position:
                 return True
             region.sleep(signal, left)
-        if published_end(log._words, layout, log.name) > position:
+        if published_end(log) > position:
             return True
 
 
@@ -186,7 +187,7 @@ class AsyncWaker:
         self._running = False
 
     async def wait(self, position: int, timeout: float | None) -> bool:
-        if published_end(self._log._words, self._log._layout, self._log.name) > position:
+        if published_end(self._log) > position:
             return True
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         with self._lock:
@@ -214,7 +215,7 @@ class AsyncWaker:
                 lowest = min(self._waiters.values())
             try:
                 wait_beyond(log, lowest, _SLICE)
-                self._settle(published_end(log._words, log._layout, log.name), None)
+                self._settle(published_end(log), None)
             except Exception as exc:  # e.g. the handle was closed: every waiter hears of it
                 self._settle(None, exc)
 

@@ -38,6 +38,22 @@ _NOBODY_WAITS = memoryview(bytearray(16)).cast("q")
 _WAITING = _wait.WAITING_WORD
 
 
+def _shown(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def _first_misfit(values: Any, dtype: np.dtype[Any]) -> tuple[int, Any, BaseException] | None:
+    for index, value in enumerate(values):
+        try:
+            probe = np.asarray(value, dtype=dtype)
+            if isinstance(value, np.generic | int) and dtype.kind in "iub" and probe != value:
+                raise OverflowError(f"{value} is out of range")
+        except _VALUE_ERRORS as exc:
+            return index, value, exc
+    return None
+
+
 def _release(segments: _segment.WriterSegments, waits: _wait.WaitRegion | None, claim: _claim.Claim) -> None:
     segments.close()
     if waits is not None:
@@ -199,14 +215,24 @@ class Writer:
         self._enter_segment(seq, data, 0)
 
     def _as_records(self, values: Any) -> npt.NDArray[Any]:
+        """``values`` as a 1-d array of the log's dtype, refusing anything that would not
+        store faithfully (numpy's own assignment rules, and no integer wrap-around)."""
         dtype = self._layout.dtype
-        if isinstance(values, np.ndarray) and values.dtype == dtype:
-            records = values
+        if isinstance(values, np.ndarray) and values.dtype != dtype:
+            try:
+                records = values.astype(dtype, casting="same_kind")
+            except TypeError as exc:
+                raise InvalidRecordError(
+                    f"log {self._name!r}: an array of {values.dtype} does not convert to {dtype} "
+                    f"without loss ({exc}); convert it first"
+                ) from None
+            if dtype.kind in "iub" and not np.array_equal(records.astype(values.dtype), values):
+                raise self._bad_batch(values, "it does not fit")
         else:
             try:
                 records = np.asarray(values, dtype=dtype)
             except _VALUE_ERRORS as exc:
-                raise self._bad_value(values, exc) from None
+                raise self._bad_batch(values, str(exc)) from None
         if records.ndim != 1:
             if records.ndim == 0:
                 raise InvalidRecordError("extend() takes a sequence of records; use append() for one")
@@ -216,10 +242,26 @@ class Writer:
         return records
 
     def _bad_value(self, value: Any, exc: BaseException) -> InvalidRecordError:
-        shown = repr(value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        return InvalidRecordError(f"cannot store {shown} as a record of {self._layout.dtype}: {exc}")
+        return InvalidRecordError(
+            f"log {self._name!r}: cannot store {_shown(value)} as a record of {self._layout.dtype}: {exc}"
+        )
+
+    def _bad_batch(self, values: Any, why: str) -> InvalidRecordError:
+        """Name the first record of a refused batch that does not fit (the error path only)."""
+        dtype = self._layout.dtype
+        try:
+            misfit = _first_misfit(values, dtype)
+        except Exception:  # values cannot be walked again (an iterator): say what we know
+            misfit = None
+        if misfit is None:
+            return InvalidRecordError(
+                f"log {self._name!r}: cannot store {_shown(values)} as records of {dtype}: {why}"
+            )
+        index, value, exc = misfit
+        return InvalidRecordError(
+            f"log {self._name!r}: record {index} of the batch, {_shown(value)}, "
+            f"is not a record of {dtype}: {exc}"
+        )
 
     def _check_open(self) -> None:
         if self._closed_because:

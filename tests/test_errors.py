@@ -187,11 +187,6 @@ def test_log_larger_than_shared_memory_is_out_of_space_and_leaves_nothing(log_na
     assert regions_of(name) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: slot_count() divides in floating point; for huge segments the ceiling rounds "
-    "down and one segment too few is retained (below retained_capacity)",
-)
 def test_slot_count_is_exact_for_huge_capacities() -> None:
     # Making such a log needs a 1 TiB segment, so the layout function is checked directly.
     segment = 2**40 - 1
@@ -267,22 +262,12 @@ def test_unsupported_dtype(log_name: Names, dtype: Any, why: str) -> None:
     assert regions_of(name) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the sub-array message suggests [('values', '|V12', (3,))]: it uses the "
-    "sub-array's own .str (a 12-byte void) instead of its base dtype '<i4'",
-)
 def test_sub_array_message_suggests_a_field_of_the_same_records() -> None:
     with pytest.raises(UnsupportedDtypeError) as info:
         AtomicLog.new(8, 4, dtype=("<i4", (3,)))
     assert "[('values', '<i4', (3,))]" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: check_dtype() lets numpy's ValueError from dtype_to_descr() escape for "
-    "overlapping fields instead of raising UnsupportedDtypeError",
-)
 def test_dtype_with_overlapping_fields(log_name: Names) -> None:
     union = np.dtype({"names": ["a", "b"], "formats": ["<i4", "<i4"], "offsets": [0, 0]})
     name = log_name()
@@ -525,11 +510,6 @@ def test_extend_takes_one_dimension(claimed: Callable[..., tuple[Writer, AtomicL
     assert len(log.snapshot()) == 8
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: extend() converts arrays with np.asarray(values, dtype=dtype), an unsafe "
-    "cast: int64 300 is stored in an int8 log as 44 (append(np.int64(300)) is refused)",
-)
 def test_an_array_whose_values_do_not_fit(claimed: Callable[..., tuple[Writer, AtomicLog]]) -> None:
     writer, log = claimed(np.int8)
     with pytest.raises(InvalidRecordError, match="300"):
@@ -537,11 +517,6 @@ def test_an_array_whose_values_do_not_fit(claimed: Callable[..., tuple[Writer, A
     assert state(log) == ([], 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: InvalidRecordError for a long batch names neither the log nor the bad value: "
-    "the batch's repr is cut at 80 characters and numpy's message omits the value",
-)
 def test_a_bad_value_deep_in_a_batch_is_named(claimed: Callable[..., tuple[Writer, AtomicLog]]) -> None:
     writer, log = claimed()
     with pytest.raises(InvalidRecordError) as info:
@@ -618,11 +593,6 @@ def test_a_writer_of_an_unlinked_log_stops_at_its_next_rollover(
     assert [(c.sequence, c.values.tolist()) for c in snap.chunks()] == [(0, [1, 2, 3, 4])]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: snapshot() of an open handle on an unlinked log retries 1000 times and raises "
-    "a bare AtomicLogError blaming the writer ('replaced the head segment 1000 times')",
-)
 def test_a_snapshot_of_an_unlinked_log_says_so(claimed: Callable[..., tuple[Writer, AtomicLog]]) -> None:
     writer, log = claimed()
     writer.extend([1, 2])
