@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import mmap
 import os
+import warnings
 import weakref
 from typing import Protocol
 
@@ -84,9 +85,15 @@ def track(holder: _Disownable) -> None:
 
 
 def _disown_all_in_child() -> None:
-    for holder in list(_holders):
-        holder._disown()
+    holders = list(_holders)
     _holders.clear()
+    for holder in holders:
+        try:
+            holder._disown()
+        except Exception as exc:  # one holder's trouble must not leave the others armed
+            warnings.warn(
+                f"atomic_log_shm: could not disown {holder!r} in a forked child: {exc!r}", stacklevel=1
+            )
 
 
 os.register_at_fork(after_in_child=_disown_all_in_child)

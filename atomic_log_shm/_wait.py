@@ -125,6 +125,9 @@ class WaitRegion:
                 raise OSError(err, os.strerror(err))
 
     def close(self) -> None:
+        """Unmap the region. Idempotent."""
+        if self._region.closed:
+            return
         self.words.release()
         del self._anchor
         self._region.close()
