@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from ._log import AtomicLog
 
 _REBUILD_TRIES = 1000
+_COUNT_AFTER_EPOCH = COUNT_OFFSET - EPOCH_OFFSET
 _values = itemgetter(1)
 
 
@@ -126,10 +127,13 @@ class Snapshot:
         words = log._words
         head = words[HEAD_WORD]
         if head == self._head:
-            count = published(words, self._head_word, head, log._layout.segment_capacity)
-            if count == self._head_count:
+            # The hot path. The head's slot is retired only once the head is n segments
+            # further, so with the head unchanged an unchanged count means nothing new; a
+            # count that is taken into the view goes through the full check below.
+            if words[self._head_word + _COUNT_AFTER_EPOCH] == self._head_count:
                 self._missed = 0
                 return
+            count = published(words, self._head_word, head, log._layout.segment_capacity)
             if count > self._head_count:
                 self._missed = 0
                 self._grow_head(count)
