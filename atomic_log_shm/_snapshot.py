@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 _REBUILD_TRIES = 1000
 _COUNT_AFTER_EPOCH = COUNT_OFFSET - EPOCH_OFFSET
 _values = itemgetter(1)
+_new_chunk = tuple.__new__  # Chunk(...) without the Python-level __new__ of a NamedTuple
 
 
 class Chunk(NamedTuple):
@@ -127,14 +128,15 @@ class Snapshot:
         words = log._words
         head = words[HEAD_WORD]
         if head == self._head:
-            # The hot path. The head's slot is retired only once the head is n segments
-            # further, so with the head unchanged an unchanged count means nothing new; a
-            # count that is taken into the view goes through the full check below.
-            if words[self._head_word + _COUNT_AFTER_EPOCH] == self._head_count:
+            # The hot paths. The head's slot is retired only after the head has moved n
+            # segments on, and its epoch is changed first; the head load above saw no
+            # move, so the count loaded next is the head's own if the epoch loaded after
+            # it still names the head (the second half of the check in published()).
+            count = words[self._head_word + _COUNT_AFTER_EPOCH]
+            if count == self._head_count:  # nothing new: two loads
                 self._missed = 0
                 return
-            count = published(words, self._head_word, head, log._layout.segment_capacity)
-            if count > self._head_count:
+            if words[self._head_word] == head and self._head_count < count <= log._layout.segment_capacity:
                 self._missed = 0
                 self._grow_head(count)
                 return
@@ -162,11 +164,11 @@ class Snapshot:
         return self._missed
 
     def _grow_head(self, count: int) -> None:
-        values = self._head_array[:count]
+        chunk = _new_chunk(Chunk, (self._head, self._head_array[:count], self._head_start))
         if self._head_count:
-            self._chunks[-1] = Chunk(self._head, values, self._head_start)
+            self._chunks[-1] = chunk
         else:
-            self._chunks.append(Chunk(self._head, values, self._head_start))
+            self._chunks.append(chunk)
         self._len += count - self._head_count
         self._head_count = count
 
