@@ -240,10 +240,10 @@ def read_layout(region: mmap.mmap, what: str) -> Layout:
         raise corrupt(f"header size {int(fixed['header_size'])} (expected {size}, mapped {len(region)})")
     start = FIXED.itemsize + SLOT.itemsize * slots
     try:
-        dtype = _parse_dtype(region[start : start + dtype_size])
-    except Exception as exc:  # any parse failure of damaged bytes is damage, whatever its type
-        raise corrupt(f"unreadable dtype description ({type(exc).__name__})") from None
-    if dtype.itemsize != itemsize or dtype.hasobject or itemsize <= 0:
+        dtype = check_dtype(_parse_dtype(region[start : start + dtype_size]))
+    except Exception as exc:  # any failure on damaged bytes is damage, whatever its type
+        raise corrupt(f"unusable dtype description ({type(exc).__name__})") from None
+    if dtype.itemsize != itemsize:
         raise corrupt(f"dtype {dtype} does not match item size {itemsize}")
     return Layout(
         nonce=int(fixed["nonce"]),
