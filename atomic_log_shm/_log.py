@@ -17,6 +17,7 @@ from . import _header, _segment, _shm, _wait
 from ._claim import Claim
 from ._cursor import Cursor, Poll
 from ._errors import (
+    AtomicLogError,
     DtypeMismatchError,
     InvalidArgumentError,
     LogClosedError,
@@ -177,7 +178,7 @@ class AtomicLog:
         writer = log.try_claim_writer()
         if writer is None:  # only if another process claimed the brand-new log first
             log.close()
-            raise LogNotFoundError(f"log {log.name!r} was claimed by another process as it was made")
+            raise AtomicLogError(f"log {log.name!r} was claimed by another process as it was made")
         return writer, log
 
     @classmethod
