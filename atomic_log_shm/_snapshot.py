@@ -58,6 +58,10 @@ class Chunk(NamedTuple):
     start: int
     """The position of ``values[0]``: records are numbered from 0 since the log was made."""
 
+    def __repr__(self) -> str:
+        shown = f"<{len(self.values)} x {self.values.dtype}>"
+        return f"Chunk(sequence={self.sequence}, start={self.start}, values={shown})"
+
 
 def stuck(log: AtomicLog, first: int, last: int) -> AtomicLogError:
     """The error for a reader that never found the head segment whole."""
