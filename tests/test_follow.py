@@ -271,3 +271,36 @@ def test_follow_yields_batches_as_they_are_published() -> None:
 
         seen = asyncio.run(asyncio.wait_for(main(), 30))
         assert [v for batch in seen for v in batch] == list(range(6))
+
+
+def _write_range(name: str, start: int, stop: int) -> None:
+    log = AtomicLog.attach(name)
+    writer = log.try_claim_writer()
+    assert writer is not None
+    with writer:
+        writer.extend(np.arange(start, stop))
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_a_cursor_that_falls_behind_a_writer_in_another_process_reports_the_exact_loss(method: str) -> None:
+    ctx = mp.get_context(method)
+    with AtomicLog.new(8, 4, dtype=np.int64) as log:  # 3 segments of 4 retained
+        cursor = log.cursor()
+
+        def run(start: int, stop: int) -> None:
+            child = ctx.Process(target=_write_range, args=(log.name, start, stop))
+            child.start()
+            child.join(30)
+            if child.is_alive():
+                child.kill()
+                child.join()
+            assert child.exitcode == 0
+
+        run(0, 5)
+        first = cursor.poll()
+        assert (flat(first.arrays), first.missed) == ([0, 1, 2, 3, 4], 0)
+        run(5, 103)  # positions 92..102 stay (segments 23, 24, 25); 5..91 go by unseen
+        second = cursor.poll()
+        assert second.missed == 92 - 5 and second.start == 92
+        assert flat(second.arrays) == list(range(92, 103))
+        assert cursor.position == 103
