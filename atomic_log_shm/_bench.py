@@ -584,6 +584,12 @@ class Publisher:
         pass
 
     def t_loop(self, seconds: float) -> tuple[int, float]:
+        """Publish as fast as possible for ``seconds``: (records, elapsed).
+
+        Each publisher writes this loop out in full, on purpose: one shared loop calling a
+        function per record would add the same call to every contender and blur the very
+        differences T measures.
+        """
         raise NotImplementedError
 
     def sender(self) -> Callable[[float, int], None]:
