@@ -44,15 +44,9 @@ from ._snapshot import published
 PROG = "atomic-log"
 
 
-def _word(field: str) -> int:
-    fields = _header.FIXED.fields
-    assert fields is not None
-    return int(fields[field][1]) // 8
-
-
-_CREATED_WORD = _word("created_ns")
-_PID_WORD = _word("writer_pid")
-_HEAD_WORD = _word("head")
+_CREATED_WORD = _header.CREATED_WORD
+_PID_WORD = _header.PID_WORD
+_HEAD_WORD = _header.HEAD_WORD
 _READ_TRIES = 100
 
 

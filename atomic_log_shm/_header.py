@@ -76,6 +76,7 @@ def _offset(dt: np.dtype[Any], field: str) -> int:
 # index words directly instead of going through numpy field access.
 HEAD_WORD = _offset(FIXED, "head") // 8
 PID_WORD = _offset(FIXED, "writer_pid") // 8
+CREATED_WORD = _offset(FIXED, "created_ns") // 8
 SLOTS_WORD = FIXED.itemsize // 8
 WORDS_PER_SLOT = SLOT.itemsize // 8
 EPOCH_OFFSET = _offset(SLOT, "epoch") // 8
