@@ -94,6 +94,7 @@ class Snapshot:
     snapshot (or any of its arrays) keeps their segments mapped, even after the writer
     reclaimed them. ``refresh()`` moves the view forward in place. Records are numbered by
     position, from 0 since the log was made: the view shows positions ``[start, end)``.
+    A snapshot is not thread-safe: give each thread its own (they are cheap).
     """
 
     __slots__ = (

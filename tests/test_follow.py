@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from atomic_log_shm import AtomicLog
 
@@ -304,3 +306,35 @@ def test_a_cursor_that_falls_behind_a_writer_in_another_process_reports_the_exac
         assert second.missed == 92 - 5 and second.start == 92
         assert flat(second.arrays) == list(range(92, 103))
         assert cursor.position == 103
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    retained=st.integers(1, 12),
+    segment=st.integers(1, 5),
+    steps=st.lists(st.tuples(st.integers(0, 30), st.booleans()), max_size=25),
+)
+def test_a_cursor_sees_every_position_once_or_counts_it_as_missed(
+    retained: int, segment: int, steps: list[tuple[int, bool]]
+) -> None:
+    """Whatever the batches and however often it polls, a cursor hands out each position
+    at most once, in order, and accounts for every other one in ``missed``."""
+    writer, log = AtomicLog.new_claimed(retained, segment, dtype=np.int64)
+    with log, writer:
+        cursor = log.cursor()
+        published = seen = missed = 0
+        for size, poll in steps:
+            writer.extend(np.arange(published, published + size))
+            published += size
+            if poll:
+                batch = cursor.poll()
+                values = flat(batch.arrays)
+                assert values == list(range(batch.start, batch.start + len(values)))
+                # it resumes where it stood, past exactly what it says it missed
+                assert batch.start == seen + missed + batch.missed
+                seen += len(values)
+                missed += batch.missed
+        batch = cursor.poll()
+        seen += sum(len(a) for a in batch.arrays)
+        missed += batch.missed
+        assert seen + missed == published == cursor.position
