@@ -41,6 +41,10 @@ SHM = "/dev/shm"
 # Running children
 
 
+class ChildError(Exception):
+    """The traceback of an exception raised in a child process."""
+
+
 def _run_child(out: Any, fn: Callable[..., Any], *args: Any) -> None:
     try:
         message: tuple[Any, ...] = ("return", fn(out, *args))
@@ -70,8 +74,7 @@ class Child:
         message = self.out.get(timeout=TIMEOUT)
         if message[0] == "raise":
             exc = message[1]
-            exc.add_note(f"raised in the child process:\n{message[2]}")
-            raise exc
+            raise exc from ChildError(message[2])  # the child's traceback, as the cause
         assert message[0] == kind, f"expected a {kind} from the child, got {message!r}"
         return message[1]
 
