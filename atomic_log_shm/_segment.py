@@ -28,18 +28,20 @@ def create(name: str, layout: Layout, seq: int, mode: int) -> Region:
     Raises before any change to the log if the region cannot be made (OutOfSpaceError)."""
     path = _shm.segment_path(name, layout.nonce, seq)
     fd, region = _shm.create(path, layout.segment_bytes, mode, mmap.MAP_SHARED | mmap.MAP_POPULATE)
-    return Region(seq, fd, np.frombuffer(region, layout.dtype, count=layout.segment_capacity))
+    return Region(seq, fd, region, layout)
 
 
 class Region:
-    """A segment as the writer holds it: its number, a descriptor and a writable array."""
+    """A segment as the writer holds it: its number, a descriptor, its mapping and a
+    writable array of records viewing the mapping."""
 
-    __slots__ = ("array", "fd", "seq")
+    __slots__ = ("array", "fd", "map", "seq")
 
-    def __init__(self, seq: int, fd: int, array: Records) -> None:
+    def __init__(self, seq: int, fd: int, region: mmap.mmap, layout: Layout) -> None:
         self.seq = seq
         self.fd = fd
-        self.array = array
+        self.map = region
+        self.array = np.frombuffer(region, layout.dtype, count=layout.segment_capacity)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -75,7 +77,7 @@ class WriterSegments:
         self._live: deque[Region] = deque([head])
         self._spare: Region | None = None
 
-    def take(self, seq: int) -> Records:
+    def take(self, seq: int) -> Region:
         """Segment ``seq`` for the writer, its old pages reused if nobody else holds them.
         Raises (changing nothing) if it cannot be made; the next call tries again."""
         spare, self._spare = self._spare, None
@@ -89,7 +91,7 @@ class WriterSegments:
         live.append(region)
         if len(live) > _KEEP:  # a long window: stop holding its oldest (it will be made anew)
             live.popleft().close()
-        return region.array
+        return region
 
     def retire(self, seq: int, spare_seq: int) -> None:
         """Segment ``seq`` left the window: take its name away, keeping it as the spare for
@@ -137,7 +139,7 @@ def open_writable(name: str, layout: Layout, seq: int) -> Region:
     if len(region) < layout.segment_bytes:
         os.close(fd)
         raise CorruptLogError(f"segment {path!r} is {len(region)} bytes, short of {layout.segment_bytes}")
-    return Region(seq, fd, np.frombuffer(region, layout.dtype, count=layout.segment_capacity))
+    return Region(seq, fd, region, layout)
 
 
 def open_readonly(name: str, layout: Layout, seq: int) -> Records | None:

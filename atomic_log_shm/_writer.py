@@ -17,6 +17,7 @@ value, a SIGKILL) is invisible and simply overwritten by the next append.
 
 from __future__ import annotations
 
+import mmap
 import os
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,7 @@ _VALUE_ERRORS = (TypeError, ValueError, OverflowError)
 
 _NOBODY_WAITS = memoryview(bytearray(16)).cast("q")
 _WAITING = _wait.WAITING_WORD
-_BYTE = np.dtype(np.uint8)
+_NO_MAP = mmap.mmap(-1, 1)
 
 
 def _shown(value: Any) -> str:
@@ -73,7 +74,6 @@ class Writer:
 
     __slots__ = (
         "__weakref__",
-        "_bytes",
         "_capacity",
         "_claim",
         "_closed_because",
@@ -84,6 +84,7 @@ class Writer:
         "_itemsize",
         "_layout",
         "_log",
+        "_map",
         "_name",
         "_same_dtype",
         "_segments",
@@ -123,13 +124,13 @@ class Writer:
         self._waits = waits = _wait.WaitRegion.open(self._name, layout.nonce)
         self._waiting = _NOBODY_WAITS if waits is None else waits.words
         self._finalizer = weakref.finalize(self, _release, segments, waits, claim)
-        self._enter_segment(head, region.array, count)
+        self._enter_segment(head, region, count)
         _claim.track(self)
 
-    def _enter_segment(self, seq: int, data: npt.NDArray[Any], count: int) -> None:
+    def _enter_segment(self, seq: int, region: _segment.Region, count: int) -> None:
         self._seq = seq
-        self._data = data
-        self._bytes = data.view(_BYTE)
+        self._data = region.array
+        self._map = region.map  # extend() copies bytes into the mapping itself
         self._count = count
         self._capacity = self._layout.segment_capacity
         self._count_word = self._layout.epoch_word(seq) - EPOCH_OFFSET + COUNT_OFFSET
@@ -175,25 +176,25 @@ class Writer:
             records = np.ascontiguousarray(self._as_records(values))
             if type(values) is np.ndarray and values.dtype == self._layout.dtype:
                 self._same_dtype = values.dtype  # the next such array passes an identity check
-        # Copy raw bytes: numpy copies structured records field by field, ~15x slower.
-        # (frombuffer makes the byte view in half the time of records.view.)
-        raw = np.frombuffer(records, _BYTE)
+        # Copy bytes through the mapping: mmap slice assignment copies a contiguous buffer
+        # as it is, where numpy would copy structured records field by field (15x slower).
         i = self._count
         end = i + len(records)
         if end <= self._capacity:  # the batch fits in the head: one copy, one publication
             size = self._itemsize
-            self._bytes[i * size : end * size] = raw  # unpublished until the count store below
+            # Unpublished until the count store below. (typeshed's mmap wants a Buffer.)
+            self._map[i * size : end * size] = records  # type: ignore[call-overload]
             self._count = end
             self._words[self._count_word] = end  # publish; pairs with _snapshot.published()
             if self._waiting[_WAITING]:
                 self._waits.wake()  # type: ignore[union-attr]
         else:
-            self._extend_across(raw)
+            self._extend_across(records)
 
-    def _extend_across(self, raw: npt.NDArray[Any]) -> None:
+    def _extend_across(self, records: npt.NDArray[Any]) -> None:
         """extend() of a batch that does not fit in the head: a copy per segment touched."""
         size = self._itemsize
-        total = len(raw) // size
+        total = len(records)
         done = 0
         while done < total:
             i = self._count
@@ -206,7 +207,7 @@ class Writer:
                 i = 0
             end = min(self._capacity, i + total - done)
             n = end - i
-            self._bytes[i * size : end * size] = raw[done * size : (done + n) * size]  # unpublished
+            self._map[i * size : end * size] = records[done : done + n]  # type: ignore[call-overload]
             done += n
             self._count = end
             self._words[self._count_word] = end  # publish; pairs with _snapshot.published()
@@ -234,7 +235,7 @@ class Writer:
             self._close("the log was unlinked")
             raise LogNotFoundError(f"log {self._name!r} was unlinked; its writer is closed")
         seq = self._seq + 1
-        data = self._segments.take(seq)  # may raise: nothing has changed yet
+        region = self._segments.take(seq)  # may raise: nothing has changed yet
         words = self._words
         epoch_word = layout.epoch_word(seq)
         # Retire the slot of segment seq - n in three ordered stores; a reader that loaded
@@ -248,7 +249,7 @@ class Writer:
         # Reclaim the segment pushed out of the window: readers can no longer open it by its
         # name; those that have it mapped keep it, unchanged.
         self._segments.retire(seq - layout.slot_count, seq + 1)
-        self._enter_segment(seq, data, 0)
+        self._enter_segment(seq, region, 0)
 
     def _as_records(self, values: Any) -> npt.NDArray[Any]:
         """``values`` as a 1-d array of the log's dtype, refusing anything that would not
@@ -312,7 +313,7 @@ class Writer:
             self._capacity = -1  # with _same_dtype None, routes extend() to the slow path, which raises
             self._same_dtype = None
             self._data = np.empty(0, self._layout.dtype)  # and append()
-            self._bytes = self._data.view(_BYTE)
+            self._map = _NO_MAP  # let go of the head's mapping
 
     def _disown(self) -> None:
         """Called in a forked child: drop the inherited descriptors and mappings, leaving the
