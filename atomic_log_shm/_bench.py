@@ -173,6 +173,10 @@ class Region:
             shm.close_fd()
         self.name = name
 
+    @property
+    def map(self) -> mmap.mmap:
+        return self._map
+
     def array(self, dtype: Any, count: int, offset: int) -> Records:
         return np.frombuffer(self._map, dtype, count, offset)
 
@@ -998,9 +1002,10 @@ def run_b(kind: str, p: Params) -> dict[str, Any]:
     else:
         floor = Ring(RETAINED)
         try:
-            # Raw bytes, as ours copies: numpy copies structured records field by field.
-            ring, counter, n = floor.ring.view(np.uint8), floor.counter, floor.n
-            raw, size = batch.view(np.uint8), DTYPE.itemsize
+            # Raw bytes through the mapping, as ours copies: the fastest copy Python has
+            # (numpy would copy structured records field by field, 15x slower).
+            ring, counter, n = floor.region.map, floor.counter, floor.n
+            size, at = DTYPE.itemsize, Ring.HEADER
             t0 = pc()
             deadline = t0 + p.b_seconds
             while True:
@@ -1008,11 +1013,11 @@ def run_b(kind: str, p: Params) -> dict[str, Any]:
                 np.add(base, i, out=seq)
                 j = i % n
                 if j + BATCH <= n:
-                    ring[j * size : (j + BATCH) * size] = raw
+                    ring[at + j * size : at + (j + BATCH) * size] = batch  # type: ignore[call-overload]
                 else:  # the batch wraps
                     k = n - j
-                    ring[j * size :] = raw[: k * size]
-                    ring[: (BATCH - k) * size] = raw[k * size :]
+                    ring[at + j * size : at + n * size] = batch[:k]  # type: ignore[call-overload]
+                    ring[at : at + (BATCH - k) * size] = batch[k:]  # type: ignore[call-overload]
                 i += BATCH
                 counter[0] = i  # one publication per batch
                 t = pc()
