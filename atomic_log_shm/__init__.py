@@ -1,7 +1,7 @@
 """atomic-log-shm: a rolling window of typed records shared by one writer with many reader
 processes through POSIX shared memory, lock-free and zero-copy on the read side.
 
-    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64)
     writer.append(1)
     snap = AtomicLog.attach(log.name).snapshot()   # in any process
 """

@@ -612,7 +612,7 @@ class OursPub(Publisher):
 
     def __init__(self, ctx: BaseContext, n_readers: int) -> None:
         super().__init__(ctx, n_readers)
-        self.writer, self.log = AtomicLog.new_claimed(RETAINED, SEGMENT, dtype=DTYPE)
+        self.writer, self.log = AtomicLog.new_claimed(retained=RETAINED, segment=SEGMENT, dtype=DTYPE)
         _logs.append(self.log)
 
     def reader_cfgs(self) -> list[dict[str, Any]]:
@@ -981,7 +981,7 @@ def run_b(kind: str, p: Params) -> dict[str, Any]:
     pc = time.perf_counter
     i = 0
     if kind == "ours":
-        writer, log = AtomicLog.new_claimed(RETAINED, SEGMENT, dtype=DTYPE)
+        writer, log = AtomicLog.new_claimed(retained=RETAINED, segment=SEGMENT, dtype=DTYPE)
         _logs.append(log)
         try:
             extend = writer.extend
@@ -1055,7 +1055,7 @@ def run_w(p: Params) -> dict[str, Any]:
     """Newest W_NEWEST records after p.w_total: copied and zero-copy, ours and the floor."""
     total, k, small = p.w_total, W_NEWEST, W_SMALL
     out: dict[str, Any] = {"total": total}
-    writer, log = AtomicLog.new_claimed(max(RETAINED, total), SEGMENT, dtype=DTYPE)
+    writer, log = AtomicLog.new_claimed(retained=max(RETAINED, total), segment=SEGMENT, dtype=DTYPE)
     _logs.append(log)
     reader = AtomicLog.attach(log.name)
     try:
@@ -1188,7 +1188,7 @@ def run_r(p: Params) -> dict[str, Any]:
     overhead = statistics.median(gaps)  # of one timing, subtracted from single-call timings
     out["timer_overhead_ns"] = overhead
     for label, (retained, segment) in (("1k", R_SMALL), ("1M", R_LARGE)):
-        writer, log = AtomicLog.new_claimed(retained, segment, dtype=DTYPE)
+        writer, log = AtomicLog.new_claimed(retained=retained, segment=segment, dtype=DTYPE)
         _logs.append(log)
         reader = AtomicLog.attach(log.name)
         try:
@@ -1255,7 +1255,7 @@ def run_s(kind: str, p: Params) -> dict[str, Any]:
     n = p.s_appends
     warm = S_SEGMENT + 1  # the first rollover and the page faults of a fresh log, untimed
     if kind == "ours":
-        writer, log = AtomicLog.new_claimed(S_RETAINED, S_SEGMENT, dtype=DTYPE)
+        writer, log = AtomicLog.new_claimed(retained=S_RETAINED, segment=S_SEGMENT, dtype=DTYPE)
         _logs.append(log)
         try:
             append = writer.append

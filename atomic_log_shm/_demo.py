@@ -160,7 +160,7 @@ def run(
     counters[NEXT::COUNTERS] = [-1] * readers  # -1: this reader has not looked yet
     p99 = ctx.Array("d", readers, lock=False)
     polls = [SLOW_POLL if readers >= 2 and r == readers - 1 else 0.0 for r in range(readers)]
-    with AtomicLog.new(RETAINED, SEGMENT, dtype=TELEMETRY, name=name) as log:
+    with AtomicLog.new(retained=RETAINED, segment=SEGMENT, dtype=TELEMETRY, name=name) as log:
         print(
             f"log {log.name}: {len(TELEMETRY.names or ())} fields, {TELEMETRY.itemsize} bytes a record; "
             f"retains {log.retained_capacity:,} records in segments of {log.segment_capacity:,}\n"

@@ -119,22 +119,22 @@ class AtomicLog:
     @classmethod
     def new(
         cls,
-        retained_capacity: int,
-        segment_capacity: int,
         *,
+        retained: int,
+        segment: int,
         dtype: Any,
         name: str | None = None,
         mode: int = 0o600,
     ) -> AtomicLog:
         """Create a log in shared memory, with no writer, and return a handle on it.
 
-        ``retained_capacity`` records at least stay readable: whole segments of
-        ``segment_capacity`` records are kept, ``ceil(retained / segment) + 1`` of them.
+        At least ``retained`` records stay readable: whole segments of ``segment`` records
+        are kept, ``ceil(retained / segment) + 1`` of them.
         ``name=None`` picks a unique name (see ``.name``). Regions get permissions ``mode``
         (owner-only by default). Used as a context manager, the log is unlinked on exit.
         """
-        retained_capacity = _check_capacity(retained_capacity, "retained_capacity")
-        segment_capacity = _check_capacity(segment_capacity, "segment_capacity")
+        retained_capacity = _check_capacity(retained, "retained")
+        segment_capacity = _check_capacity(segment, "segment")
         dt = _header.check_dtype(dtype)
         name = _shm.check_name(name) if name is not None else f"alog-{os.getpid()}-{secrets.token_hex(6)}"
         mode = _check_mode(mode)
@@ -166,15 +166,15 @@ class AtomicLog:
     @classmethod
     def new_claimed(
         cls,
-        retained_capacity: int,
-        segment_capacity: int,
         *,
+        retained: int,
+        segment: int,
         dtype: Any,
         name: str | None = None,
         mode: int = 0o600,
     ) -> tuple[Writer, AtomicLog]:
         """``new()``, then claim its writer: returns ``(writer, log)``."""
-        log = cls.new(retained_capacity, segment_capacity, dtype=dtype, name=name, mode=mode)
+        log = cls.new(retained=retained, segment=segment, dtype=dtype, name=name, mode=mode)
         writer = log.try_claim_writer()
         if writer is None:  # only if another process claimed the brand-new log first
             log.close()

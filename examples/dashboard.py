@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
-    with AtomicLog.new(40_000, 4_096, dtype=SIGNAL) as log:
+    with AtomicLog.new(retained=40_000, segment=4_096, dtype=SIGNAL) as log:
         writer = ctx.Process(target=produce, args=(log, stop))
         writer.start()
         try:

@@ -31,7 +31,7 @@ def produce(log: AtomicLog, bursts: int) -> None:
 
 
 def main() -> None:
-    with AtomicLog.new(1000, 250, dtype=READING) as log:
+    with AtomicLog.new(retained=1000, segment=250, dtype=READING) as log:
         cursor = log.cursor("oldest")
         writer = mp.get_context("spawn").Process(target=produce, args=(log, 40))
         writer.start()

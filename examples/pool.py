@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(1)
-    writer, log = AtomicLog.new_claimed(20_000, 4_096, dtype=READING)
+    writer, log = AtomicLog.new_claimed(retained=20_000, segment=4_096, dtype=READING)
     ctx = mp.get_context("spawn")  # workers start clean, without a copy of this process
     with log, writer, ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:
         written = 0

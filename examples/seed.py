@@ -4,7 +4,7 @@ import numpy as np
 
 from atomic_log_shm import AtomicLog
 
-writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64)
 with log, writer:
     for value in range(6):
         writer.append(value)

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
-    with AtomicLog.new(100_000, 8_192, dtype=TICK) as log:
+    with AtomicLog.new(retained=100_000, segment=8_192, dtype=TICK) as log:
         writer = ctx.Process(target=trade, args=(log, args.rate, stop))
         writer.start()
         try:

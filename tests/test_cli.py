@@ -30,7 +30,7 @@ import numpy as np
 from atomic_log_shm import AtomicLog
 
 dt = np.dtype([("ts", "f8"), ("sym", "S4"), ("price", "f4"), ("qty", "i4")])
-writer, log = AtomicLog.new_claimed(8, 4, dtype=dt, name=sys.argv[1])
+writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=dt, name=sys.argv[1])
 n = 0
 print("ready", flush=True)
 for line in sys.stdin:

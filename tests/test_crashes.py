@@ -369,7 +369,7 @@ def kill_writer_repeatedly(
     """Fork writers on a new log and SIGKILL each at a random moment, checking after each kill."""
     n = math.ceil(retained / segment) + 1
     tag = f"log {retained}/{segment}"
-    with AtomicLog.new(retained, segment, dtype=DTYPE, name=name) as log, reaping() as processes:
+    with AtomicLog.new(retained=retained, segment=segment, dtype=DTYPE, name=name) as log, reaping() as processes:
         snap = log.snapshot()  # one long-lived reader, refreshed across every kill
         last = -1  # the last position published, as seen after the previous kill
         recent: deque[tuple[list[Chunk], np.ndarray]] = deque(maxlen=4)
@@ -536,7 +536,7 @@ def test_writer_sigkilled_at_each_step_of_a_rollover_loses_nothing_and_next_clai
         n = math.ceil(retained / segment) + 1
         name = log_name()
         tag = f"log {retained}/{segment}, killed {point}"
-        with AtomicLog.new(retained, segment, dtype=DTYPE, name=name) as log, reaping() as processes:
+        with AtomicLog.new(retained=retained, segment=segment, dtype=DTYPE, name=name) as log, reaping() as processes:
             last = -1
             for i in range(2 * n + 1):  # the first rollovers find slots never used; later ones retire
                 where = f"{tag}, kill {i + 1}"
@@ -683,7 +683,7 @@ def test_readers_under_load_never_see_torn_reordered_changed_duplicated_or_missi
     readers = 4
     retained, segment = 256, 32
     name = log_name()
-    with AtomicLog.new(retained, segment, dtype=DTYPE, name=name), reaping() as processes:
+    with AtomicLog.new(retained=retained, segment=segment, dtype=DTYPE, name=name), reaping() as processes:
         until = time.time() + seconds
         _, writer_conn = start(processes, _write_until, name, until, 1)
         reader_conns = [
@@ -754,7 +754,7 @@ def test_readers_sigkilled_holding_snapshots_stop_nothing_and_leave_nothing(log_
     rng = np.random.default_rng()
     killed = 0
     stalls: list[float] = []
-    with AtomicLog.new(retained, segment, dtype=DTYPE, name=name) as log, reaping() as processes:
+    with AtomicLog.new(retained=retained, segment=segment, dtype=DTYPE, name=name) as log, reaping() as processes:
         until = time.time() + seconds
         _, writer_conn = start(processes, _write_until, name, until, 2)
         survivor_conns = [
@@ -825,7 +825,7 @@ def test_readers_sigkilled_holding_snapshots_stop_nothing_and_leave_nothing(log_
         with pytest.raises(LogNotFoundError):
             AtomicLog.attach(name)
     # ... and its name can carry a new log at once.
-    writer, log = AtomicLog.new_claimed(retained, segment, dtype=DTYPE, name=name)
+    writer, log = AtomicLog.new_claimed(retained=retained, segment=segment, dtype=DTYPE, name=name)
     with log, writer:
         writer.extend(records(0, 5))
         assert last_pos(list(AtomicLog.attach(name).snapshot().chunks())) == 4
@@ -885,7 +885,7 @@ def test_readers_sigkilled_asleep_in_wait_cost_the_writer_one_wake_and_others_st
     rounds = 5
     slowest_publication = 0.0
     wake_latencies: list[float] = []
-    writer, log = AtomicLog.new_claimed(64, 16, dtype=DTYPE, name=name)
+    writer, log = AtomicLog.new_claimed(retained=64, segment=16, dtype=DTYPE, name=name)
     with log, writer, reaping() as processes:
         pos = 0
 

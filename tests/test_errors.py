@@ -106,7 +106,7 @@ def claimed(log_name: Names) -> Iterator[Callable[..., tuple[Writer, AtomicLog]]
     made: list[tuple[Writer, AtomicLog]] = []
 
     def make(dtype: Any = np.int64, retained: int = 8, segment: int = 4) -> tuple[Writer, AtomicLog]:
-        pair = AtomicLog.new_claimed(retained, segment, dtype=dtype, name=log_name())
+        pair = AtomicLog.new_claimed(retained=retained, segment=segment, dtype=dtype, name=log_name())
         made.append(pair)
         return pair
 
@@ -151,8 +151,8 @@ def test_every_exported_error_is_an_atomic_log_error() -> None:
 def test_capacity_that_is_not_positive(log_name: Names, which: str, bad: int) -> None:
     capacities = {"retained": 8, "segment": 4, which: bad}
     name = log_name()
-    with pytest.raises(InvalidArgumentError, match=f"{which}_capacity must be at least 1, got {bad}"):
-        AtomicLog.new(capacities["retained"], capacities["segment"], dtype=np.int64, name=name)
+    with pytest.raises(InvalidArgumentError, match=f"{which} must be at least 1, got {bad}"):
+        AtomicLog.new(retained=capacities["retained"], segment=capacities["segment"], dtype=np.int64, name=name)
     assert regions_of(name) == []
 
 
@@ -161,28 +161,36 @@ def test_capacity_that_is_not_positive(log_name: Names, which: str, bad: int) ->
 def test_capacity_that_is_not_an_int(log_name: Names, which: str, bad: object) -> None:
     capacities = {"retained": 8, "segment": 4, which: bad}
     name = log_name()
-    with pytest.raises(TypeError, match=f"{which}_capacity must be an int, not {type(bad).__name__}"):
-        AtomicLog.new(capacities["retained"], capacities["segment"], dtype=np.int64, name=name)
+    with pytest.raises(TypeError, match=f"{which} must be an int, not {type(bad).__name__}"):
+        AtomicLog.new(retained=capacities["retained"], segment=capacities["segment"], dtype=np.int64, name=name)
     assert regions_of(name) == []
 
 
+def test_capacities_are_keyword_only() -> None:
+    # Two positional ints are easy to swap, and a swap would make a valid, wrong log.
+    with pytest.raises(TypeError):
+        AtomicLog.new(8, 4, dtype=np.int64)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        AtomicLog.new_claimed(8, 4, dtype=np.int64)  # type: ignore[misc]
+
+
 def test_numpy_integer_capacities_are_ints() -> None:
-    with AtomicLog.new(np.int64(8), np.uint8(4), dtype=np.int64) as log:
+    with AtomicLog.new(retained=np.int64(8), segment=np.uint8(4), dtype=np.int64) as log:
         assert (log.retained_capacity, log.segment_capacity) == (8, 4)
         assert type(log.retained_capacity) is int
 
 
 def test_capacities_too_large_to_lay_out() -> None:
     with pytest.raises(InvalidArgumentError, match="too large"):
-        AtomicLog.new(8, 2**41, dtype=np.int8)
+        AtomicLog.new(retained=8, segment=2**41, dtype=np.int8)
     with pytest.raises(InvalidArgumentError, match="more than 1048576 segments"):
-        AtomicLog.new(2**21, 1, dtype=np.int8)
+        AtomicLog.new(retained=2**21, segment=1, dtype=np.int8)
 
 
 def test_log_larger_than_shared_memory_is_out_of_space_and_leaves_nothing(log_name: Names) -> None:
     name = log_name()
     with pytest.raises(OutOfSpaceError, match=name) as info:
-        AtomicLog.new(2**39, 2**39, dtype=np.uint8, name=name)  # 512 GiB segments
+        AtomicLog.new(retained=2**39, segment=2**39, dtype=np.uint8, name=name)  # 512 GiB segments
     assert info.value.errno is not None
     assert regions_of(name) == []
 
@@ -199,7 +207,7 @@ def test_regions_get_exactly_the_mode_asked_for(log_name: Names, mode: int) -> N
     name = log_name()
     old_umask = os.umask(0o077)  # would strip group and other bits if the library relied on it
     try:
-        writer, log = AtomicLog.new_claimed(2, 1, dtype=np.int64, name=name, mode=mode)
+        writer, log = AtomicLog.new_claimed(retained=2, segment=1, dtype=np.int64, name=name, mode=mode)
     finally:
         os.umask(old_umask)
     with log:
@@ -216,7 +224,7 @@ def test_default_mode_is_owner_only(log_name: Names) -> None:
     name = log_name()
     old_umask = os.umask(0)
     try:
-        writer, log = AtomicLog.new_claimed(2, 1, dtype=np.int64, name=name)
+        writer, log = AtomicLog.new_claimed(retained=2, segment=1, dtype=np.int64, name=name)
     finally:
         os.umask(old_umask)
     with log, writer:
@@ -228,7 +236,7 @@ def test_default_mode_is_owner_only(log_name: Names) -> None:
 def test_mode_out_of_range(log_name: Names, mode: int) -> None:
     name = log_name()
     with pytest.raises(InvalidArgumentError, match=f"mode {mode:#o}"):
-        AtomicLog.new(8, 4, dtype=np.int64, name=name, mode=mode)
+        AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name, mode=mode)
     assert regions_of(name) == []
 
 
@@ -236,7 +244,7 @@ def test_mode_out_of_range(log_name: Names, mode: int) -> None:
 def test_mode_that_is_not_an_int(log_name: Names, mode: object) -> None:
     name = log_name()
     with pytest.raises(TypeError, match=f"mode must be an int.*not {type(mode).__name__}"):
-        AtomicLog.new(8, 4, dtype=np.int64, name=name, mode=mode)  # type: ignore[arg-type]
+        AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name, mode=mode)  # type: ignore[arg-type]
     assert regions_of(name) == []
 
 
@@ -258,13 +266,13 @@ def test_mode_that_is_not_an_int(log_name: Names, mode: object) -> None:
 def test_unsupported_dtype(log_name: Names, dtype: Any, why: str) -> None:
     name = log_name()
     with pytest.raises(UnsupportedDtypeError, match=why):
-        AtomicLog.new(8, 4, dtype=dtype, name=name)
+        AtomicLog.new(retained=8, segment=4, dtype=dtype, name=name)
     assert regions_of(name) == []
 
 
 def test_sub_array_message_suggests_a_field_of_the_same_records() -> None:
     with pytest.raises(UnsupportedDtypeError) as info:
-        AtomicLog.new(8, 4, dtype=("<i4", (3,)))
+        AtomicLog.new(retained=8, segment=4, dtype=("<i4", (3,)))
     assert "[('values', '<i4', (3,))]" in str(info.value)
 
 
@@ -272,7 +280,7 @@ def test_dtype_with_overlapping_fields(log_name: Names) -> None:
     union = np.dtype({"names": ["a", "b"], "formats": ["<i4", "<i4"], "offsets": [0, 0]})
     name = log_name()
     with pytest.raises(UnsupportedDtypeError):
-        AtomicLog.new(8, 4, dtype=union, name=name)
+        AtomicLog.new(retained=8, segment=4, dtype=union, name=name)
     assert regions_of(name) == []
 
 
@@ -298,8 +306,8 @@ BAD_NAMES = [
 def test_bad_name(name: Any) -> None:
     shown = repr(name)[:40] if isinstance(name, str) else type(name).__name__
     for call in (
-        lambda: AtomicLog.new(8, 4, dtype=np.int64, name=name),
-        lambda: AtomicLog.new_claimed(8, 4, dtype=np.int64, name=name),
+        lambda: AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name),
+        lambda: AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=name),
         lambda: AtomicLog.attach(name),
         lambda: remove_log(name),
     ):
@@ -316,7 +324,7 @@ def test_attach_none_is_a_bad_name() -> None:
 def test_longest_name_works_through_rollovers(log_name: Names) -> None:
     name = (log_name() + "-" + "x" * 200)[:200]
     try:
-        writer, log = AtomicLog.new_claimed(2, 1, dtype=np.int64, name=name)
+        writer, log = AtomicLog.new_claimed(retained=2, segment=1, dtype=np.int64, name=name)
         with log, writer:
             writer.extend(range(1000))  # segment numbers with four digits
             assert [int(v) for v in AtomicLog.attach(name).snapshot()] == [997, 998, 999]
@@ -332,9 +340,9 @@ def test_creating_a_log_that_exists(claimed: Callable[..., tuple[Writer, AtomicL
     writer.extend([1, 2, 3, 4, 5])
     before = state(log)
     with pytest.raises(LogExistsError, match=log.name):
-        AtomicLog.new(2, 1, dtype=np.int8, name=log.name)
+        AtomicLog.new(retained=2, segment=1, dtype=np.int8, name=log.name)
     with pytest.raises(LogExistsError, match=log.name):
-        AtomicLog.new_claimed(8, 4, dtype=np.int64, name=log.name)
+        AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=log.name)
     assert state(log) == before
     assert AtomicLog.attach(log.name).dtype == np.int64
     writer.append(6)
@@ -346,7 +354,7 @@ def test_creating_a_log_over_a_foreign_region_leaves_it_alone(log_name: Names) -
     content = secrets.token_bytes(256)
     with foreign_region(name, content):
         with pytest.raises(LogExistsError, match=name):
-            AtomicLog.new(8, 4, dtype=np.int64, name=name)
+            AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name)
         assert region_bytes(name) == content
         assert regions_of(name) == [name]
 
@@ -360,7 +368,7 @@ def test_attaching_to_a_log_that_does_not_exist(log_name: Names) -> None:
 
 
 def test_attaching_to_a_removed_log(log_name: Names) -> None:
-    with AtomicLog.new(8, 4, dtype=np.int64, name=log_name()) as log:
+    with AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=log_name()) as log:
         name = log.name
     with pytest.raises(LogNotFoundError, match=name):
         AtomicLog.attach(name)

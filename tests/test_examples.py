@@ -47,7 +47,7 @@ def test_dashboard_draws_a_png(tmp_path: Path) -> None:
 
 def test_dashboard_attaches_to_an_existing_log(log_name: Callable[[], str], tmp_path: Path) -> None:
     dt = np.dtype([("ts", "f8"), ("load", "f4")])
-    writer, log = AtomicLog.new_claimed(100, 32, dtype=dt, name=log_name())
+    writer, log = AtomicLog.new_claimed(retained=100, segment=32, dtype=dt, name=log_name())
     with log, writer:
         writer.extend([(i, np.sin(i / 10)) for i in range(200)])
         args = ["--attach", log.name, "--field", "load", "--frames", "1", "--every", "0"]

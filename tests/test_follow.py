@@ -18,7 +18,7 @@ def flat(arrays) -> list[int]:
 
 
 def test_positions_count_records_since_the_log_was_made() -> None:
-    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64)
     with log, writer:
         snap = log.snapshot()
         assert (snap.start, snap.end) == (0, 0)
@@ -32,7 +32,7 @@ def test_positions_count_records_since_the_log_was_made() -> None:
 
 
 def test_positions_continue_across_writer_handover() -> None:
-    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64)
     with log:
         writer.extend(range(6))
         writer.close()
@@ -44,7 +44,7 @@ def test_positions_continue_across_writer_handover() -> None:
 
 
 def test_a_reader_that_falls_behind_reports_exactly_what_it_missed() -> None:
-    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)  # 3 segments retained
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64)  # 3 segments retained
     with log, writer:
         writer.extend(range(10))
         snap = log.snapshot()
@@ -61,7 +61,7 @@ def test_a_reader_that_falls_behind_reports_exactly_what_it_missed() -> None:
 
 
 def test_cursor_poll_returns_new_records_once_as_views() -> None:
-    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64)
     with log, writer:
         writer.extend(range(5))
         cursor = log.cursor()
@@ -77,7 +77,7 @@ def test_cursor_poll_returns_new_records_once_as_views() -> None:
 
 
 def test_cursor_from_newest_and_from_a_position() -> None:
-    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64)
     with log, writer:
         writer.extend(range(7))
         newest = log.cursor("newest")
@@ -92,7 +92,7 @@ def test_cursor_from_newest_and_from_a_position() -> None:
 
 
 def test_cursor_that_falls_behind_reports_missed_and_resumes_at_the_oldest() -> None:
-    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64)
     with log, writer:
         cursor = log.cursor()
         writer.extend(range(3))
@@ -104,7 +104,7 @@ def test_cursor_that_falls_behind_reports_missed_and_resumes_at_the_oldest() -> 
 
 
 def test_latest_and_to_numpy_copy() -> None:
-    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64)
     with log, writer:
         snap = log.snapshot()
         assert snap.to_numpy().shape == (0,) and snap.latest(3).shape == (0,)
@@ -120,7 +120,7 @@ def test_latest_and_to_numpy_copy() -> None:
 
 
 def test_wait_times_out_when_nothing_is_published() -> None:
-    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64)
     with log, writer:
         cursor = log.cursor("newest")
         started = time.monotonic()
@@ -141,7 +141,7 @@ def _publish_later(name: str, delay: float) -> None:
 
 @pytest.mark.parametrize("method", ["spawn", "fork"])
 def test_a_waiter_is_woken_by_a_writer_in_another_process(method: str) -> None:
-    with AtomicLog.new(8, 4, dtype=np.int64) as log:
+    with AtomicLog.new(retained=8, segment=4, dtype=np.int64) as log:
         cursor = log.cursor("newest")
         child = mp.get_context(method).Process(target=_publish_later, args=(log.name, 0.2))
         child.start()
@@ -157,7 +157,7 @@ def test_a_waiter_is_woken_by_a_writer_in_another_process(method: str) -> None:
 
 
 def test_a_waiter_uses_no_cpu_while_it_waits() -> None:
-    with AtomicLog.new(8, 4, dtype=np.int64) as log:
+    with AtomicLog.new(retained=8, segment=4, dtype=np.int64) as log:
         cursor = log.cursor("newest")
         cpu = time.process_time()
         assert cursor.wait(timeout=0.5) is False
@@ -171,7 +171,7 @@ def _wait_forever(name: str, ready) -> None:
 
 
 def test_a_killed_waiter_costs_the_writer_one_wake_up_then_nothing() -> None:
-    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64)
     with log, writer:
         ctx = mp.get_context("spawn")
         ready = ctx.Event()
@@ -200,7 +200,7 @@ def _wait_and_report(name: str, ready, woke) -> None:
 
 
 def test_many_waiters_in_other_processes_are_all_woken() -> None:
-    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64)
     with log, writer:
         ctx = mp.get_context("fork")
         woke = ctx.Queue()
@@ -227,7 +227,7 @@ def test_asyncio_waiters_share_one_thread_and_never_block_the_loop() -> None:
     import asyncio
     import threading
 
-    writer, log = AtomicLog.new_claimed(64, 8, dtype=np.int64)
+    writer, log = AtomicLog.new_claimed(retained=64, segment=8, dtype=np.int64)
     with log, writer:
 
         async def main() -> list[int]:
@@ -251,7 +251,7 @@ def test_asyncio_waiters_share_one_thread_and_never_block_the_loop() -> None:
 def test_follow_yields_batches_as_they_are_published() -> None:
     import asyncio
 
-    writer, log = AtomicLog.new_claimed(64, 8, dtype=np.int64)
+    writer, log = AtomicLog.new_claimed(retained=64, segment=8, dtype=np.int64)
     with log, writer:
         writer.extend(range(3))
 
@@ -286,7 +286,7 @@ def _write_range(name: str, start: int, stop: int) -> None:
 @pytest.mark.parametrize("method", ["spawn", "fork"])
 def test_a_cursor_that_falls_behind_a_writer_in_another_process_reports_the_exact_loss(method: str) -> None:
     ctx = mp.get_context(method)
-    with AtomicLog.new(8, 4, dtype=np.int64) as log:  # 3 segments of 4 retained
+    with AtomicLog.new(retained=8, segment=4, dtype=np.int64) as log:  # 3 segments of 4 retained
         cursor = log.cursor()
 
         def run(start: int, stop: int) -> None:
@@ -319,7 +319,7 @@ def test_a_cursor_sees_every_position_once_or_counts_it_as_missed(
 ) -> None:
     """Whatever the batches and however often it polls, a cursor hands out each position
     at most once, in order, and accounts for every other one in ``missed``."""
-    writer, log = AtomicLog.new_claimed(retained, segment, dtype=np.int64)
+    writer, log = AtomicLog.new_claimed(retained=retained, segment=segment, dtype=np.int64)
     with log, writer:
         cursor = log.cursor()
         published = seen = missed = 0

@@ -201,7 +201,7 @@ def written_bytes(seq: int) -> bytes:
 
 def make_fuzz_log(name: str) -> bytes:
     """Make the fuzzed log (its writer closed) and return its header as written."""
-    writer, log = AtomicLog.new_claimed(RETAINED, SEGMENT, dtype=np.int64, name=name)
+    writer, log = AtomicLog.new_claimed(retained=RETAINED, segment=SEGMENT, dtype=np.int64, name=name)
     with writer:
         writer.extend(np.arange(WRITTEN) + 1)
         assert [c.sequence for c in log.snapshot().chunks()] == [3, 4, 5]
@@ -673,7 +673,7 @@ def rollover():
     # Segments of 1024 int64 records (two pages); the tmpfs keeps less than one free.
     tmpfs("size=1m")
     seg = 1024
-    writer, log = al.AtomicLog.new_claimed(2 * seg, seg, dtype=np.int64, name="oos")
+    writer, log = al.AtomicLog.new_claimed(retained=2 * seg, segment=seg, dtype=np.int64, name="oos")
     reader = al.AtomicLog.attach("oos")
     snap = reader.snapshot()
     n = seg + 10
@@ -727,19 +727,19 @@ def rollover():
 def new_too_big():
     tmpfs("size=64k")
     try:
-        al.AtomicLog.new(1 << 15, 1 << 14, dtype=np.int64, name="big")  # 128 KiB segments
+        al.AtomicLog.new(retained=1 << 15, segment=1 << 14, dtype=np.int64, name="big")  # 128 KiB segments
     except al.OutOfSpaceError as exc:
         facts["new_segment_too_big"] = error(exc)
     facts["new_segment_too_big_left"] = entries()
     fill_leaving(PAGE)  # room for the header, not for segment 0
     try:
-        al.AtomicLog.new(2048, 1024, dtype=np.int64, name="half")
+        al.AtomicLog.new(retained=2048, segment=1024, dtype=np.int64, name="half")
     except al.OutOfSpaceError as exc:
         facts["new_header_only"] = error(exc)
     facts["new_header_only_left"] = entries()
     fill_leaving(0)
     try:
-        al.AtomicLog.new(4, 2, dtype=np.int64, name="none")
+        al.AtomicLog.new(retained=4, segment=2, dtype=np.int64, name="none")
     except al.OutOfSpaceError as exc:
         facts["new_no_room"] = error(exc)
     facts["new_no_room_left"] = entries()
@@ -762,7 +762,7 @@ def sigbus_control():
 
 def out_of_inodes():
     tmpfs("size=1m")
-    writer, log = al.AtomicLog.new_claimed(4, 2, dtype=np.int64, name="ino")
+    writer, log = al.AtomicLog.new_claimed(retained=4, segment=2, dtype=np.int64, name="ino")
     writer.extend(np.arange(4))  # segments 0 and 1; segment 2 will need a new inode
     st = os.statvfs(SHM)
     subprocess.run(["mount", "-o", f"remount,nr_inodes={st.f_files - st.f_ffree}", SHM], check=True)
@@ -893,7 +893,7 @@ def test_reader_and_writer_in_one_process_hold_bounded_mappings_through_12000_ro
     log_name: Callable[[], str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     baseline = mappings_and_fds("")[1]
-    writer, log = AtomicLog.new_claimed(3, 1, dtype=np.int64, name=log_name())  # 4 slots
+    writer, log = AtomicLog.new_claimed(retained=3, segment=1, dtype=np.int64, name=log_name())  # 4 slots
     samples = []
     with log, writer:
         snap = log.snapshot()
@@ -947,7 +947,7 @@ def test_reader_following_a_writer_process_through_12000_rollovers_holds_bounded
 ) -> None:
     name, slots = log_name(), 8
     baseline = mappings_and_fds(name)[1]
-    with AtomicLog.new(slots - 1, 1, dtype=np.int64, name=name) as log:
+    with AtomicLog.new(retained=slots - 1, segment=1, dtype=np.int64, name=name) as log:
         writer = subprocess.Popen(
             [sys.executable, "-c", "import os\n" + WRITER, name, str(ROLLOVERS + 1)],
             cwd=REPO,
@@ -1012,7 +1012,7 @@ def with_descriptors_to_spare(spare: int, use: Callable[[], str]) -> Callable[[]
 
 
 def log_of_200_segments(name: str) -> None:
-    writer, log = AtomicLog.new_claimed(199, 1, dtype=np.int64, name=name)  # 200 slots
+    writer, log = AtomicLog.new_claimed(retained=199, segment=1, dtype=np.int64, name=name)  # 200 slots
     with writer:
         writer.extend(range(300))
     log.close()  # the log stays: the log_name fixture removes it
@@ -1031,7 +1031,7 @@ def test_writer_of_more_segments_than_descriptors_to_spare_works_or_raises_an_at
     log_name: Callable[[], str],
 ) -> None:
     name = log_name()
-    with AtomicLog.new(199, 1, dtype=np.int64, name=name):
+    with AtomicLog.new(retained=199, segment=1, dtype=np.int64, name=name):
 
         def write() -> str:
             writer = AtomicLog.attach(name).try_claim_writer()
@@ -1075,7 +1075,7 @@ def test_every_region_gets_exactly_the_mode_asked_also_segments_of_a_reclaimed_w
     name = log_name()
     kwargs = {} if mode is None else {"mode": mode}
     with umask(0o077 if mode else 0):  # neither a strict nor an open umask changes the modes
-        writer, log = AtomicLog.new_claimed(4, 2, dtype=np.int64, name=name, **kwargs)
+        writer, log = AtomicLog.new_claimed(retained=4, segment=2, dtype=np.int64, name=name, **kwargs)
     with log:
         with writer:
             assert_modes(name, expected)
@@ -1099,19 +1099,19 @@ def test_every_region_gets_exactly_the_mode_asked_also_segments_of_a_reclaimed_w
 @pytest.mark.parametrize("mode", [0o400, 0o200, 0o000, 0o700, 0o610, 0o4600, 0o1600, -1, 1 << 20])
 def test_unusable_modes_are_refused(mode: int) -> None:
     with pytest.raises(InvalidArgumentError):
-        AtomicLog.new(4, 2, dtype=np.int64, mode=mode)
+        AtomicLog.new(retained=4, segment=2, dtype=np.int64, mode=mode)
 
 
 def test_arguments_of_the_wrong_type_are_refused_with_an_atomic_log_error() -> None:
     with pytest.raises(AtomicLogError):
-        AtomicLog.new(4, 2, dtype=np.int64, mode="0o600")  # type: ignore[arg-type]
+        AtomicLog.new(retained=4, segment=2, dtype=np.int64, mode="0o600")  # type: ignore[arg-type]
 
 
 def test_readers_map_the_log_read_only_and_cannot_write_through_their_arrays(
     log_name: Callable[[], str],
 ) -> None:
     name = log_name()
-    with AtomicLog.new(4, 2, dtype=np.int64, name=name) as log:
+    with AtomicLog.new(retained=4, segment=2, dtype=np.int64, name=name) as log:
 
         def write() -> str:  # in a child: this process never maps the log writable
             writer = AtomicLog.attach(name).try_claim_writer()
@@ -1143,7 +1143,7 @@ def test_a_name_of_200_characters_works_and_one_of_201_is_refused(log_name: Call
     longest_segment = f"{name}@{(1 << 64) - 1:016x}.{(1 << 63) - 1}"
     assert len(longest_segment) <= os.pathconf(SHM, "PC_NAME_MAX")
     try:
-        writer, log = AtomicLog.new_claimed(2, 1, dtype=np.int64, name=name)
+        writer, log = AtomicLog.new_claimed(retained=2, segment=1, dtype=np.int64, name=name)
         with log, writer:
             writer.extend(range(1000))
             assert values(AtomicLog.attach(name).snapshot()) == [997, 998, 999]
@@ -1152,7 +1152,7 @@ def test_a_name_of_200_characters_works_and_one_of_201_is_refused(log_name: Call
             remove_log(name)
     too_long = name + "n"
     for call in (
-        lambda: AtomicLog.new(2, 1, dtype=np.int64, name=too_long),
+        lambda: AtomicLog.new(retained=2, segment=1, dtype=np.int64, name=too_long),
         lambda: AtomicLog.attach(too_long),
         lambda: remove_log(too_long),
     ):
@@ -1166,7 +1166,7 @@ def test_a_name_of_200_characters_works_and_one_of_201_is_refused(log_name: Call
 )
 def test_names_with_path_separators_dots_or_other_characters_are_refused(name: str) -> None:
     for call in (
-        lambda: AtomicLog.new(2, 1, dtype=np.int64, name=name),
+        lambda: AtomicLog.new(retained=2, segment=1, dtype=np.int64, name=name),
         lambda: AtomicLog.attach(name),
         lambda: remove_log(name),
     ):
@@ -1221,7 +1221,7 @@ OWN_ORPHANS, OTHER_ORPHANS = [(13, 0), (19, 16), (9, 16), (0, 16)], [0, 12, 13]
 
 def make_crashed_log(name: str) -> tuple[AtomicLog, list[str], list[str]]:
     """The log above: its handle, its own orphans, the other log's orphans."""
-    log = AtomicLog.new(4, 2, dtype=np.int64, name=name)
+    log = AtomicLog.new(retained=4, segment=2, dtype=np.int64, name=name)
     crash_writer(name, 25)
     nonce = nonce_of(name)
     own = [orphan(name, nonce, seq, size) for seq, size in OWN_ORPHANS]

@@ -264,7 +264,7 @@ def attach_with_dtype(out: Any, name: str, dtype: Any) -> None:
 
 
 def test_child_attaches_by_name_with_the_dtype_read_from_the_header(start, log_name) -> None:
-    writer, log = AtomicLog.new_claimed(8, 4, dtype=RECORD, name=log_name())
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=RECORD, name=log_name())
     with log, writer:
         for i in range(6):
             writer.append((i, 100.0 + i / 4, f"S{i}"))
@@ -276,7 +276,7 @@ def test_child_attaches_by_name_with_the_dtype_read_from_the_header(start, log_n
 
 
 def test_child_attaching_with_a_wrong_dtype_gets_dtype_mismatch(start, log_name) -> None:
-    with AtomicLog.new(8, 4, dtype=np.int64, name=log_name()) as log:
+    with AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=log_name()) as log:
         child = start(attach_with_dtype, log.name, np.int32)
         with pytest.raises(DtypeMismatchError, match=r"int64.*int32"):
             child.result()
@@ -308,7 +308,7 @@ def try_to_write_through_a_reader(out: Any, name: str, go: Any) -> list[int]:
 
 
 def test_reader_child_cannot_write_and_maps_the_log_without_write_permission(start, ctx, log_name) -> None:
-    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64, name=log_name())
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=log_name())
     with log:
         with writer:
             writer.extend(range(10, 16))
@@ -366,7 +366,7 @@ def hold_views_while_writer_reclaims(out: Any, name: str, go: list[Any]) -> dict
 
 def test_child_views_keep_their_values_after_the_writer_reclaims_their_segments(start, ctx, log_name) -> None:
     # retained 8, segments of 4: ceil(8 / 4) + 1 = 3 segments are kept
-    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64, name=log_name())
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=log_name())
     with log, writer:
         writer.extend(range(10))
         go = [ctx.Event(), ctx.Event()]
@@ -412,7 +412,7 @@ def test_sigkilled_writer_child_frees_the_claim_and_the_next_writer_continues_wi
     start, ctx, log_name
 ) -> None:
     # 100 records in segments of 16: the killed writer leaves segment 6 with 4 of 16
-    with AtomicLog.new(256, 16, dtype=np.int64, name=log_name()) as log:
+    with AtomicLog.new(retained=256, segment=16, dtype=np.int64, name=log_name()) as log:
         hold = ctx.Event()
         child = start(claim_append_and_hold, log.name, 100, hold)
         assert child.step() == 100
@@ -446,7 +446,7 @@ def continue_the_log_until_killed(out: Any, name: str) -> None:
 
 def test_writers_sigkilled_at_arbitrary_points_hand_over_without_gap_or_repeat(start, log_name) -> None:
     # segments of 2 records: a kill often lands inside a rollover
-    with AtomicLog.new(8, 2, dtype=np.int64, name=log_name()) as log:
+    with AtomicLog.new(retained=8, segment=2, dtype=np.int64, name=log_name()) as log:
         capacity, slots = 2, 5  # ceil(8 / 2) + 1 segments are kept
         next_value = 0
         for _ in range(4):
@@ -498,7 +498,7 @@ def claim_then_release(out: Any, name: str, how: str, proceed: Any, finish: Any)
 
 @pytest.mark.parametrize("how", ["close", "with", "gc", "exit"])
 def test_claim_held_by_a_child_is_released_by(how, start, ctx, log_name) -> None:
-    with AtomicLog.new(16, 4, dtype=np.int64, name=log_name()) as log:
+    with AtomicLog.new(retained=16, segment=4, dtype=np.int64, name=log_name()) as log:
         proceed, finish = ctx.Event(), ctx.Event()
         child = start(claim_then_release, log.name, how, proceed, finish)
         assert child.step() == "claimed"
@@ -580,7 +580,7 @@ def test_writer_inherited_by_a_forked_child_is_closed_there_and_the_parent_keeps
     fork, log_name
 ) -> None:
     # 3 segments of 4 are kept; at 14 records the head is segment 3 and segment 0 has left
-    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64, name=log_name())
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=log_name())
     with log, writer:
         writer.extend(range(14))
         if fork == "os.fork":
@@ -632,7 +632,7 @@ def what_of_the_log_is_writable(out: Any, name: str) -> dict[str, list[str]]:
 
 
 def test_forked_child_keeps_no_writable_descriptor_or_mapping_of_its_parents_log(log_name) -> None:
-    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64, name=log_name())
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=log_name())
     with log, writer:
         writer.extend(range(30))
         here = what_of_the_log_is_writable(None, log.name)
@@ -660,7 +660,7 @@ def unpickle(out: Any, data: bytes) -> None:
 
 
 def test_log_handle_passed_to_a_multiprocessing_pool_reattaches_by_name(ctx, log_name) -> None:
-    writer, log = AtomicLog.new_claimed(32, 8, dtype=np.int64, name=log_name())
+    writer, log = AtomicLog.new_claimed(retained=32, segment=8, dtype=np.int64, name=log_name())
     with log, writer:
         writer.extend(range(50))
         window = list(range(16, 50))  # segments 2..6 of 8
@@ -675,7 +675,7 @@ def test_log_handle_passed_to_a_multiprocessing_pool_reattaches_by_name(ctx, log
 
 
 def test_log_handle_passed_to_a_process_pool_executor_reattaches_by_name(ctx, log_name) -> None:
-    writer, log = AtomicLog.new_claimed(32, 8, dtype=np.int64, name=log_name())
+    writer, log = AtomicLog.new_claimed(retained=32, segment=8, dtype=np.int64, name=log_name())
     with log, writer:
         writer.extend(range(50))
         window = list(range(16, 50))
@@ -692,7 +692,7 @@ def test_log_handle_passed_to_a_process_pool_executor_reattaches_by_name(ctx, lo
 
 
 def test_writer_and_snapshot_refuse_to_be_pickled_even_for_a_pool(ctx, log_name) -> None:
-    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64, name=log_name())
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=log_name())
     with log, writer:
         snap = log.snapshot()
         with pytest.raises(TypeError, match="Writer cannot be pickled"):
@@ -712,9 +712,9 @@ def test_pickled_handle_of_a_log_unlinked_and_recreated_under_its_name_fails_to_
     start, log_name
 ) -> None:
     name = log_name()
-    with AtomicLog.new(8, 4, dtype=np.int64, name=name) as old:
+    with AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name) as old:
         data = pickle.dumps(old)
-    with AtomicLog.new(8, 4, dtype=np.int64, name=name):  # same name, another log
+    with AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name):  # same name, another log
         child = start(unpickle, data)
         with pytest.raises(LogNotFoundError):
             child.result()
@@ -770,7 +770,7 @@ def follow_the_writer(out: Any, name: str, ready: Any, done: Any, total: int) ->
 
 def test_child_reader_racing_200k_appends_sees_only_contiguous_views(start, ctx, log_name) -> None:
     total = 200_000
-    writer, log = AtomicLog.new_claimed(256, 64, dtype=np.int64, name=log_name())
+    writer, log = AtomicLog.new_claimed(retained=256, segment=64, dtype=np.int64, name=log_name())
     with log, writer:
         ready, done = ctx.Event(), ctx.Event()
         child = start(follow_the_writer, log.name, ready, done, total)

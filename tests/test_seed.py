@@ -13,7 +13,7 @@ def values(snap) -> list[int]:
 
 
 def test_seed_readme_example() -> None:
-    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64)
     with log:
         for v in range(6):
             writer.append(v)
@@ -28,7 +28,7 @@ def test_seed_readme_example() -> None:
 
 
 def test_new_head_segment_is_made_by_the_append_that_finds_the_head_full() -> None:
-    writer, log = AtomicLog.new_claimed(8, 4, dtype=np.int64)
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64)
     with log, writer:
         writer.extend(range(8))
         assert [c.sequence for c in log.snapshot().chunks()] == [0, 1]
@@ -38,7 +38,7 @@ def test_new_head_segment_is_made_by_the_append_that_finds_the_head_full() -> No
 
 def test_whole_segments_are_retained() -> None:
     # ceil(10 / 4) + 1 = 4 segments
-    writer, log = AtomicLog.new_claimed(10, 4, dtype=np.int64)
+    writer, log = AtomicLog.new_claimed(retained=10, segment=4, dtype=np.int64)
     with log, writer:
         writer.extend(range(100))
         snap = log.snapshot()
@@ -51,7 +51,7 @@ def test_whole_segments_are_retained() -> None:
 
 
 def test_empty_log_has_an_empty_snapshot() -> None:
-    with AtomicLog.new(4, 2, dtype="f8") as log:
+    with AtomicLog.new(retained=4, segment=2, dtype="f8") as log:
         snap = log.snapshot()
         assert len(snap) == 0
         assert list(snap) == []
@@ -61,7 +61,7 @@ def test_empty_log_has_an_empty_snapshot() -> None:
 
 
 def test_snapshot_is_stable_until_refreshed() -> None:
-    writer, log = AtomicLog.new_claimed(4, 2, dtype=np.int32)
+    writer, log = AtomicLog.new_claimed(retained=4, segment=2, dtype=np.int32)
     with log, writer:
         writer.extend([1, 2, 3])
         snap = log.snapshot()
@@ -75,7 +75,7 @@ def test_snapshot_is_stable_until_refreshed() -> None:
 
 
 def test_chunk_values_are_read_only_views_of_shared_memory() -> None:
-    writer, log = AtomicLog.new_claimed(4, 4, dtype=np.int64)
+    writer, log = AtomicLog.new_claimed(retained=4, segment=4, dtype=np.int64)
     with log, writer:
         writer.extend([1, 2])
         chunk = next(log.snapshot().chunks())
@@ -91,7 +91,7 @@ def test_chunk_values_are_read_only_views_of_shared_memory() -> None:
 
 def test_structured_records_and_numpy_scalars() -> None:
     dt = np.dtype([("ts", "f8"), ("seq", "i8"), ("price", "f8"), ("qty", "i8")])
-    writer, log = AtomicLog.new_claimed(16, 4, dtype=dt)
+    writer, log = AtomicLog.new_claimed(retained=16, segment=4, dtype=dt)
     with log, writer:
         writer.append((1.5, 1, 100.25, 3))
         writer.append(np.array((2.5, 2, 100.5, 4), dtype=dt)[()])
@@ -106,7 +106,7 @@ def test_structured_records_and_numpy_scalars() -> None:
 
 
 def test_properties_and_repr() -> None:
-    writer, log = AtomicLog.new_claimed(8, 4, dtype="u2")
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype="u2")
     with log, writer:
         assert (log.retained_capacity, log.segment_capacity, log.dtype) == (8, 4, np.dtype("u2"))
         assert log.name in repr(log) and "Writer" in repr(writer)
@@ -115,7 +115,7 @@ def test_properties_and_repr() -> None:
 
 
 def test_refresh_strategies_agree_with_a_fresh_snapshot() -> None:
-    writer, log = AtomicLog.new_claimed(6, 3, dtype=np.int64)
+    writer, log = AtomicLog.new_claimed(retained=6, segment=3, dtype=np.int64)
     with log, writer:
         snap = log.snapshot()
         n = 0

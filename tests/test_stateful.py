@@ -165,7 +165,7 @@ class LogMachine(RuleBasedStateMachine):
         self.name = unique_name()
         self.writer: Writer | None
         self.writer, self.log = AtomicLog.new_claimed(
-            retained, segment, dtype=self.records.dtype, name=self.name
+            retained=retained, segment=segment, dtype=self.records.dtype, name=self.name
         )
         self.model = Model(retained, segment)
         self.kept: list[Kept] = []
@@ -307,7 +307,7 @@ class HandlesMachine(RuleBasedStateMachine):
     def create(self, retained: int, segment: int) -> None:
         self.name = unique_name()
         self.writer: Writer | None
-        self.writer, creator = AtomicLog.new_claimed(retained, segment, dtype=np.int64, name=self.name)
+        self.writer, creator = AtomicLog.new_claimed(retained=retained, segment=segment, dtype=np.int64, name=self.name)
         self.handles = [creator, AtomicLog.attach(self.name)]
         self.model = Model(retained, segment)
         self.kept: list[Kept] = []
