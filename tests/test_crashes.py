@@ -369,7 +369,10 @@ def kill_writer_repeatedly(
     """Fork writers on a new log and SIGKILL each at a random moment, checking after each kill."""
     n = math.ceil(retained / segment) + 1
     tag = f"log {retained}/{segment}"
-    with AtomicLog.new(retained=retained, segment=segment, dtype=DTYPE, name=name) as log, reaping() as processes:
+    with (
+        AtomicLog.new(retained=retained, segment=segment, dtype=DTYPE, name=name) as log,
+        reaping() as processes,
+    ):
         snap = log.snapshot()  # one long-lived reader, refreshed across every kill
         last = -1  # the last position published, as seen after the previous kill
         recent: deque[tuple[list[Chunk], np.ndarray]] = deque(maxlen=4)
@@ -536,7 +539,10 @@ def test_writer_sigkilled_at_each_step_of_a_rollover_loses_nothing_and_next_clai
         n = math.ceil(retained / segment) + 1
         name = log_name()
         tag = f"log {retained}/{segment}, killed {point}"
-        with AtomicLog.new(retained=retained, segment=segment, dtype=DTYPE, name=name) as log, reaping() as processes:
+        with (
+            AtomicLog.new(retained=retained, segment=segment, dtype=DTYPE, name=name) as log,
+            reaping() as processes,
+        ):
             last = -1
             for i in range(2 * n + 1):  # the first rollovers find slots never used; later ones retire
                 where = f"{tag}, kill {i + 1}"
@@ -754,7 +760,10 @@ def test_readers_sigkilled_holding_snapshots_stop_nothing_and_leave_nothing(log_
     rng = np.random.default_rng()
     killed = 0
     stalls: list[float] = []
-    with AtomicLog.new(retained=retained, segment=segment, dtype=DTYPE, name=name) as log, reaping() as processes:
+    with (
+        AtomicLog.new(retained=retained, segment=segment, dtype=DTYPE, name=name) as log,
+        reaping() as processes,
+    ):
         until = time.time() + seconds
         _, writer_conn = start(processes, _write_until, name, until, 2)
         survivor_conns = [

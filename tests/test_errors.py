@@ -152,7 +152,9 @@ def test_capacity_that_is_not_positive(log_name: Names, which: str, bad: int) ->
     capacities = {"retained": 8, "segment": 4, which: bad}
     name = log_name()
     with pytest.raises(InvalidArgumentError, match=f"{which} must be at least 1, got {bad}"):
-        AtomicLog.new(retained=capacities["retained"], segment=capacities["segment"], dtype=np.int64, name=name)
+        AtomicLog.new(
+            retained=capacities["retained"], segment=capacities["segment"], dtype=np.int64, name=name
+        )
     assert regions_of(name) == []
 
 
@@ -162,7 +164,9 @@ def test_capacity_that_is_not_an_int(log_name: Names, which: str, bad: object) -
     capacities = {"retained": 8, "segment": 4, which: bad}
     name = log_name()
     with pytest.raises(TypeError, match=f"{which} must be an int, not {type(bad).__name__}"):
-        AtomicLog.new(retained=capacities["retained"], segment=capacities["segment"], dtype=np.int64, name=name)
+        AtomicLog.new(
+            retained=capacities["retained"], segment=capacities["segment"], dtype=np.int64, name=name
+        )
     assert regions_of(name) == []
 
 

@@ -307,7 +307,9 @@ class HandlesMachine(RuleBasedStateMachine):
     def create(self, retained: int, segment: int) -> None:
         self.name = unique_name()
         self.writer: Writer | None
-        self.writer, creator = AtomicLog.new_claimed(retained=retained, segment=segment, dtype=np.int64, name=self.name)
+        self.writer, creator = AtomicLog.new_claimed(
+            retained=retained, segment=segment, dtype=np.int64, name=self.name
+        )
         self.handles = [creator, AtomicLog.attach(self.name)]
         self.model = Model(retained, segment)
         self.kept: list[Kept] = []
