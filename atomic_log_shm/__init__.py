@@ -10,6 +10,7 @@ from ._cursor import Cursor, Poll
 from ._errors import (
     AccessDeniedError,
     AtomicLogError,
+    ClaimHeldError,
     CorruptLogError,
     DtypeMismatchError,
     InvalidArgumentError,
@@ -17,6 +18,7 @@ from ._errors import (
     InvalidRecordError,
     LogClosedError,
     LogExistsError,
+    LogMismatchError,
     LogNotFoundError,
     NotALogError,
     OutOfSpaceError,
@@ -26,6 +28,7 @@ from ._errors import (
     VersionMismatchError,
     WriterClosedError,
 )
+from ._info import LogInfo, SegmentInfo, list_logs
 from ._log import AtomicLog, remove_log
 from ._snapshot import Chunk, Snapshot
 from ._writer import Writer
@@ -37,6 +40,7 @@ __all__ = [
     "AtomicLog",
     "AtomicLogError",
     "Chunk",
+    "ClaimHeldError",
     "CorruptLogError",
     "Cursor",
     "DtypeMismatchError",
@@ -45,16 +49,20 @@ __all__ = [
     "InvalidRecordError",
     "LogClosedError",
     "LogExistsError",
+    "LogInfo",
+    "LogMismatchError",
     "LogNotFoundError",
     "NotALogError",
     "OutOfSpaceError",
     "Poll",
     "ResourceLimitError",
+    "SegmentInfo",
     "Snapshot",
     "UnsupportedDtypeError",
     "UnsupportedPlatformError",
     "VersionMismatchError",
     "Writer",
     "WriterClosedError",
+    "list_logs",
     "remove_log",
 ]

@@ -72,6 +72,24 @@ class Claim:
         return self._fd
 
 
+def held(name: str) -> bool:
+    """Whether some writer holds the claim on log ``name`` now, found without trying to
+    take it (trying would disturb a writer that is claiming at that moment).
+
+    /proc/locks lists every flock by device and inode: the truth even when a crashed
+    writer's pid has since been reused.
+    """
+    st = os.stat(os.path.join(_shm.SHM_DIR, name))
+    with open("/proc/locks") as f:
+        locks = f.read()
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in locks.splitlines():
+        fields = line.split()  # "1: FLOCK ADVISORY WRITE <pid> <maj:min:inode> 0 EOF"
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == inode:
+            return True
+    return False
+
+
 class _Disownable(Protocol):
     def _disown(self) -> None: ...
 

@@ -7,10 +7,9 @@
     atomic-log rm NAME [NAME ...]                  remove logs (crash leftovers included)
     atomic-log bench [ARGS ...]                    the quick benchmark (atomic_log_shm._bench)
 
-Everything here reads logs as any reader does (attach, snapshot, refresh), plus the header
-words only inspection needs (head, the slots, writer_pid, created_ns), loaded through the
-private helpers of ``_header`` and ``_snapshot``: the command line never stores to shared
-memory, so it can look at a live log without disturbing its writer.
+Everything here goes through the public API (attach, cursor, ``info()``, ``list_logs()``,
+``remove_log()``): the command line never stores to shared memory, so it can look at a live
+log without disturbing its writer. ``ls`` and ``inspect`` are formatting of ``LogInfo``.
 
 Exit status: 0 ok, 1 a runtime error (one line on stderr, no traceback), 2 bad usage.
 This module imports nothing beyond the library's own dependencies; ``rich`` is imported
@@ -20,7 +19,6 @@ only by the demo's live view, and only if it is installed.
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib
 import json
 import math
@@ -33,134 +31,14 @@ from typing import Any, TextIO
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib import format as npformat
 
-from . import __version__, _header, _shm
+from . import __version__, _shm
 from ._cursor import Cursor, Poll
 from ._errors import AtomicLogError
+from ._info import LogInfo, list_logs
 from ._log import AtomicLog, remove_log
-from ._snapshot import published
 
 PROG = "atomic-log"
-
-
-_CREATED_WORD = _header.CREATED_WORD
-_PID_WORD = _header.PID_WORD
-_HEAD_WORD = _header.HEAD_WORD
-_READ_TRIES = 100
-
-
-# Reading a header -------------------------------------------------------------------------
-
-
-def _retained(log: AtomicLog) -> tuple[int, list[tuple[int, int]]]:
-    """The head segment and (sequence, published count) of each retained segment, oldest
-    first, as one consistent reading: read again if the writer rolled over meanwhile."""
-    words, layout = log._words, log._layout
-    for _ in range(_READ_TRIES):
-        head = words[_HEAD_WORD]
-        found = []
-        for seq in range(head, max(head - layout.slot_count, -1), -1):
-            count = published(words, layout.epoch_word(seq), seq, layout.segment_capacity)
-            if count < 0:
-                break  # reclaimed, and every older segment with it
-            found.append((seq, count))
-        if words[_HEAD_WORD] == head:
-            return head, found[::-1]
-    raise AtomicLogError(f"log {log.name!r}: the writer rolled over too often to get a reading; retry")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, as another user's process
-    return True
-
-
-def _claim_held(header: str, pid: int) -> bool:
-    """Whether some writer holds the log's claim, found without trying to take it.
-
-    The claim is an flock on the header region (``_claim.py``), which /proc/locks lists by
-    device and inode: the truth even when a crashed writer's pid has since been reused.
-    Where /proc/locks cannot be read, the recorded pid being alive is the best guess.
-    """
-    try:
-        st = os.stat(header)
-        with open("/proc/locks") as f:
-            locks = f.read()
-    except OSError:
-        return pid > 0 and _alive(pid)
-    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    for line in locks.splitlines():
-        fields = line.split()  # "1: FLOCK ADVISORY WRITE <pid> <maj:min:inode> 0 EOF"
-        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == inode:
-            return True
-    return False
-
-
-def _writer(log: AtomicLog) -> dict[str, Any]:
-    pid = log._words[_PID_WORD]
-    held = _claim_held(os.path.join(_shm.SHM_DIR, log.name), pid)
-    if held:
-        status = f"held by pid {pid}" if pid else "held"
-    elif pid:
-        status = f"free (last writer pid {pid} exited)"
-    else:
-        status = "free"
-    return {"held": held, "pid": pid or None, "status": status}
-
-
-def _region_sizes(name: str, nonce: int | None) -> tuple[int, int]:
-    """(regions, bytes) in /dev/shm of log ``name``: its header and every region named
-    after it with ``nonce`` (any nonce if None): segments, the spare made ahead, and
-    whatever else the log keeps there."""
-    prefix = f"{name}@{nonce:016x}." if nonce is not None else f"{name}@"
-    try:
-        entries = [e for e in os.listdir(_shm.SHM_DIR) if e == name or e.startswith(prefix)]
-    except FileNotFoundError:
-        return 0, 0
-    count = size = 0
-    for entry in entries:
-        try:
-            size += os.stat(os.path.join(_shm.SHM_DIR, entry)).st_size
-        except FileNotFoundError:
-            continue  # reclaimed since the listing
-        count += 1
-    return count, size
-
-
-def _info(log: AtomicLog) -> dict[str, Any]:
-    """What ``inspect`` says about a log, as JSON-ready values."""
-    layout = log._layout
-    dtype = layout.dtype
-    head, segments = _retained(log)
-    records = sum(count for _, count in segments)
-    capacity = layout.segment_capacity
-    created_ns = log._words[_CREATED_WORD]
-    regions, size = _region_sizes(log.name, layout.nonce)
-    return {
-        "name": log.name,
-        "dtype": str(dtype),
-        "descr": npformat.dtype_to_descr(dtype),
-        "itemsize": dtype.itemsize,
-        "retained_capacity": layout.retained_capacity,
-        "segment_capacity": capacity,
-        "slot_count": layout.slot_count,
-        "head": head,
-        "segments": [{"sequence": seq, "published": count} for seq, count in segments],
-        "records": records,
-        # Segments older than the head are full, so these follow from the first and the head.
-        "first_position": segments[0][0] * capacity if records else None,
-        "last_position": head * capacity + segments[-1][1] - 1 if records else None,
-        "writer": _writer(log),
-        "regions": regions,
-        "memory_bytes": size,
-        "created_ns": created_ns,
-        "created": datetime.datetime.fromtimestamp(created_ns / 1e9).astimezone().isoformat("T", "seconds"),
-    }
 
 
 # Words for numbers -------------------------------------------------------------------------
@@ -206,42 +84,43 @@ def _type_text(dtype: np.dtype[Any]) -> str:
     return dtype.str[1:] if dtype.kind in "SU" else str(dtype)  # "S8", where str() says "|S8"
 
 
-def _segments_text(segments: list[tuple[int, int]], capacity: int) -> str:
+def _segments_text(info: LogInfo) -> str:
+    segments = info.segments
     if not segments:
         return "none"
-    *older, (head, count) = segments
+    *older, head = segments
     parts = []
     if older:
-        first, last = older[0][0], older[-1][0]
-        parts.append(f"{first}..{last} full" if first != last else f"{first} full")
-    parts.append(f"{head} (head) holds {count:,} of {capacity:,}")
+        first, last = older[0].sequence, older[-1].sequence
+        full = all(s.published == info.segment_capacity for s in older)
+        held = "full" if full else f"{sum(s.published for s in older):,} records"
+        parts.append(f"{first}..{last} {held}" if first != last else f"{first} {held}")
+    parts.append(f"{head.sequence} (head) holds {head.published:,} of {info.segment_capacity:,}")
     return f"{len(segments)} retained: " + ", ".join(parts)
 
 
-def _inspect_text(log: AtomicLog, info: dict[str, Any], out: TextIO) -> None:
-    first, last = info["first_position"], info["last_position"]
-    segment_bytes = info["segment_capacity"] * info["itemsize"]
-    age = time.time() - info["created_ns"] / 1e9
+def _inspect_text(info: LogInfo, out: TextIO) -> None:
+    segment_bytes = info.segment_capacity * info.dtype.itemsize
+    age = time.time() - info.created.timestamp()
     rows = [
-        ("log", info["name"]),
-        ("dtype", f"{_dtype_text(log.dtype)}  ({info['itemsize']} bytes a record)"),
+        ("log", info.name),
+        ("dtype", f"{_dtype_text(info.dtype)}  ({info.dtype.itemsize} bytes a record)"),
         (
             "capacity",
-            f"retains at least {info['retained_capacity']:,} records, in segments of "
-            f"{info['segment_capacity']:,} ({_size(segment_bytes)}); {info['slot_count']} slots",
+            f"retains at least {info.retained_capacity:,} records, in segments of "
+            f"{info.segment_capacity:,} ({_size(segment_bytes)}); {info.slot_count} slots",
         ),
-        ("head segment", str(info["head"])),
-        (
-            "segments",
-            _segments_text([(s["sequence"], s["published"]) for s in info["segments"]], log.segment_capacity),
-        ),
+        ("head segment", str(info.head_segment)),
+        ("segments", _segments_text(info)),
         (
             "positions",
-            f"{first:,} .. {last:,} ({info['records']:,} records)" if first is not None else "none yet",
+            f"{info.oldest:,} .. {info.newest:,} ({info.records:,} records)"
+            if info.oldest is not None and info.newest is not None
+            else "none yet",
         ),
-        ("writer", info["writer"]["status"]),
-        ("memory", f"{_size(info['memory_bytes'])} in {info['regions']} shared-memory regions"),
-        ("created", f"{info['created']} ({_age(age)} ago)"),
+        ("writer", info.writer_status),
+        ("memory", f"{_size(info.memory_bytes)} in {info.regions} shared-memory regions"),
+        ("created", f"{info.created.isoformat('T', 'seconds')} ({_age(age)} ago)"),
     ]
     for key, value in rows:
         print(f"{key:<13} {value}", file=out)
@@ -290,11 +169,11 @@ def _lines(values: npt.NDArray[Any], first: int, as_json: bool) -> list[str]:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     with closing(AtomicLog.attach(args.name)) as log:
-        info = _info(log)
-        if args.json:
-            print(json.dumps(info, indent=2))
-        else:
-            _inspect_text(log, info, sys.stdout)
+        info = log.info()
+    if args.json:
+        print(json.dumps(info.as_dict(), indent=2))
+    else:
+        _inspect_text(info, sys.stdout)
     return 0
 
 
@@ -343,51 +222,32 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
-def _log_names() -> tuple[list[str], dict[str, int]]:
-    """The names of log headers in /dev/shm, and every name that has segment regions with
-    how many. Only header regions (no '@') are opened, for 8 bytes: a segment is never
-    opened, as an open by anyone keeps the writer from reusing its pages."""
-    try:
-        entries = sorted(os.listdir(_shm.SHM_DIR))
-    except FileNotFoundError:
-        return [], {}
-    headers: list[str] = []
-    segments: dict[str, int] = {}
-    for entry in entries:
-        if "@" in entry:
-            name = entry.rpartition("@")[0]
-            segments[name] = segments.get(name, 0) + 1
-            continue
-        try:
-            with open(os.path.join(_shm.SHM_DIR, entry), "rb") as f:
-                if f.read(len(_header.MAGIC)) == _header.MAGIC:
-                    headers.append(entry)
-        except OSError:
-            continue  # another user's region, a directory, gone meanwhile: not ours to list
-    return headers, segments
-
-
 def _cmd_ls(args: argparse.Namespace) -> int:
-    headers, segment_counts = _log_names()
+    infos = {info.name: info for info in list_logs()}
+    headers = _shm.log_names()
     rows: list[dict[str, Any]] = []
     table = [("NAME", "DTYPE", "RECORDS", "SIZE", "AGE", "WRITER")]
     for name in headers:
-        try:
-            with closing(AtomicLog.attach(name)) as log:
-                info = _info(log)
-                dtype = _short_dtype(log.dtype)
-        except AtomicLogError as exc:
-            regions, size = _region_sizes(name, None)
-            rows.append({"name": name, "error": str(exc), "regions": regions, "memory_bytes": size})
-            table.append((name, "?", "-", _size(size), "-", str(exc)))
+        info = infos.get(name)
+        if info is None:  # not readable by us: say why
+            try:
+                with closing(AtomicLog.attach(name)) as log:
+                    log.info()
+                why = "changed while listed; list again"
+            except AtomicLogError as exc:
+                why = str(exc)
+            regions, size = _shm.footprint(name, None)
+            rows.append({"name": name, "error": why, "regions": regions, "memory_bytes": size})
+            table.append((name, "?", "-", _size(size), "-", why))
             continue
         keys = ("name", "dtype", "records", "regions", "memory_bytes", "created_ns", "created", "writer")
-        rows.append({key: info[key] for key in keys})
-        age = _age(time.time() - info["created_ns"] / 1e9)
-        records = f"{info['records']:,}"
-        table.append((name, dtype, records, _size(info["memory_bytes"]), age, info["writer"]["status"]))
-    for name in sorted(set(segment_counts) - set(headers)):
-        regions, size = _region_sizes(name, None)
+        full = info.as_dict()
+        rows.append({key: full[key] for key in keys})
+        age = _age(time.time() - info.created.timestamp())
+        records, memory = f"{info.records:,}", _size(info.memory_bytes)
+        table.append((name, _short_dtype(info.dtype), records, memory, age, info.writer_status))
+    for name in sorted(_shm.region_owners() - set(headers)):
+        regions, size = _shm.footprint(name, None)
         rows.append({"name": name, "orphaned": True, "regions": regions, "memory_bytes": size})
         note = f"orphaned segments (a crashed log): '{PROG} rm {name}' removes them"
         table.append((name, "-", "-", _size(size), "-", note))
@@ -413,8 +273,8 @@ def _cmd_rm(args: argparse.Namespace) -> int:
             holder = None
             try:
                 with closing(AtomicLog.attach(name)) as log:
-                    writer = _writer(log)
-                    holder = writer["pid"] if writer["held"] else None
+                    info = log.info()
+                    holder = info.writer_pid if info.writer_active else None
             except AtomicLogError:
                 pass  # an orphan or a damaged log: remove_log() still removes what is there
             removed = remove_log(name)

@@ -4,81 +4,115 @@ A cursor is a snapshot plus a position. ``poll()`` refreshes the snapshot and ha
 records at and after the position, as zero-copy views (one per segment touched), then moves
 the position to the snapshot's end. Readers still register nowhere: a cursor that falls
 behind the retained window learns how many records it missed and carries on from the
-oldest retained one.
+oldest retained one. Positions the writer skipped (``Writer.skip_to``) count as missed too.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any
 
 import numpy.typing as npt
 
+from ._errors import InvalidArgumentError
+from ._reader import Reader
 from ._snapshot import Snapshot
-from ._wait import wait_beyond
-
-if TYPE_CHECKING:
-    from ._log import AtomicLog
 
 
-class Poll(NamedTuple):
-    """What one ``Cursor.poll()`` found."""
+class Poll:
+    """What one ``Cursor.poll()`` found: ``len(poll)`` is the number of new records."""
+
+    __slots__ = ("arrays", "missed", "start")
 
     arrays: list[npt.NDArray[Any]]
     """The new records, oldest first: read-only views of shared memory, one per segment."""
     missed: int
-    """How many records were published since the last poll but reclaimed before this one."""
+    """How many positions before ``start`` this cursor will never see: published but
+    reclaimed before it looked, or never written (``Writer.skip_to``)."""
     start: int
-    """The position of the first record of ``arrays``."""
+    """The position of the first record of ``arrays``; the arrays are contiguous, so record
+    ``j`` of them all is at ``start + j``."""
+
+    def __init__(self, arrays: list[npt.NDArray[Any]], missed: int, start: int) -> None:
+        self.arrays = arrays
+        self.missed = missed
+        self.start = start
+
+    def __len__(self) -> int:
+        return sum(len(a) for a in self.arrays)
+
+    def __repr__(self) -> str:
+        return f"<Poll of {len(self)} records from position {self.start}, {self.missed} missed>"
 
 
 class Cursor:
     """A reader's place in a log. Create with ``log.cursor(start)``; not thread-safe."""
 
-    __slots__ = ("_position", "_snapshot")
+    __slots__ = ("_position", "_reader", "_snapshot")
 
-    def __init__(self, log: AtomicLog, start: int | str = "oldest") -> None:
-        self._snapshot = snapshot = Snapshot(log)
+    def __init__(self, reader: Reader, log: Any, start: int | str = "oldest") -> None:
+        if not (start in ("oldest", "newest") or (type(start) is int and start >= 0)):
+            raise InvalidArgumentError(
+                f"a cursor starts at 'oldest', 'newest' or a position >= 0, not {start!r}"
+            )
+        self._reader = reader
+        self._snapshot = snapshot = Snapshot(reader, log)
         if start == "oldest":
             self._position = snapshot.start
         elif start == "newest":
             self._position = snapshot.end
-        elif isinstance(start, int) and not isinstance(start, bool) and start >= 0:
-            self._position = start
         else:
-            raise ValueError(f"a cursor starts at 'oldest', 'newest' or a position >= 0, not {start!r}")
+            assert isinstance(start, int)
+            self._position = start
 
     @property
     def position(self) -> int:
         """The position of the next record this cursor will return."""
         return self._position
 
+    @property
+    def log(self) -> Any:
+        """The AtomicLog handle this cursor follows."""
+        return self._snapshot.log
+
     def poll(self) -> Poll:
         """The records published since the last poll (none if nothing new), and the loss."""
         snapshot = self._snapshot
         snapshot.refresh()
         position = self._position
-        missed = 0
-        if position < snapshot.start:
-            missed = snapshot.start - position
-            position = snapshot.start
-        arrays: list[npt.NDArray[Any]] = []
-        for chunk in reversed(snapshot._chunks):
-            skip = position - chunk.start
-            if skip >= len(chunk.values):
-                break
-            arrays.append(chunk.values[max(skip, 0) :])
-        arrays.reverse()
-        self._position = max(position, snapshot.end)
-        return Poll(arrays, missed, position)
+        end = snapshot.end
+        if position >= end:
+            return Poll([], 0, position)
+        chunks = tuple(snapshot.chunks())
+        first = len(chunks)  # the oldest chunk that holds positions at or after `position`
+        while first and chunks[first - 1].start + len(chunks[first - 1].values) > position:
+            first -= 1
+        if first == len(chunks):  # nothing shown from `position` on: all of it is lost
+            self._position = end
+            return Poll([], end - position, end)
+        chunk = chunks[first]
+        start = max(position, chunk.start)
+        arrays = [chunk.values[start - chunk.start :]]
+        reached = chunk.start + len(chunk.values)
+        for chunk in chunks[first + 1 :]:
+            if chunk.start != reached:
+                break  # a gap (positions never written): the next poll reports it
+            arrays.append(chunk.values)
+            reached += len(chunk.values)
+        # The only store: an interrupt before it leaves the cursor where it was.
+        self._position = reached
+        return Poll(arrays, start - position, start)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block, using no CPU, until a record at or after ``position`` is published or
         ``timeout`` seconds pass. True if there is something to poll."""
-        return wait_beyond(self._snapshot.log, self._position, timeout)
+        return self._reader.wait_beyond(self._position, timeout)
 
     async def wait_async(self, timeout: float | None = None) -> bool:
         """``wait()`` for asyncio: never blocks the event loop. True if there is news."""
-        return await self._snapshot.log._async_waker().wait(self._position, timeout)
+        return await self._reader.wait_beyond_async(self._position, timeout)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Cursor cannot be pickled: send the log and make a cursor there")
 
     def __repr__(self) -> str:
-        return f"<Cursor of {self._snapshot.log.name!r} at position {self._position}>"
+        return f"<Cursor of {self._reader.name!r} at position {self._position}>"

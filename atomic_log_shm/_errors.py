@@ -29,8 +29,22 @@ class InvalidRecordError(AtomicLogError, ValueError, TypeError):
     ValueError, TypeError or OverflowError). Catchable as ValueError or TypeError."""
 
 
-class DtypeMismatchError(AtomicLogError, TypeError):
+class LogMismatchError(AtomicLogError, ValueError):
+    """An existing log differs from what was asked for (``new(..., exist_ok=True)``): its
+    dtype or capacities. The message shows both sides."""
+
+
+class DtypeMismatchError(LogMismatchError, TypeError):
     """attach() was given a dtype other than the one the log was created with."""
+
+
+class ClaimHeldError(AtomicLogError):
+    """A writer in another process holds the log's claim (``new_claimed(..., exist_ok=True)``).
+    ``pid`` is the holder's process id, when it recorded one."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
 
 
 class LogNotFoundError(AtomicLogError, FileNotFoundError):

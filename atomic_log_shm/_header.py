@@ -15,19 +15,24 @@ only the writer changes them. Readers map it read-only.
     40            8     slot_count         creator             everyone
     48            8     itemsize           creator             attach (checks the dtype)
     56            8     dtype_size         creator             attach
-    64            8     head               writer, rollover    snapshot, refresh
-    72            8     writer_pid         claim               inspection only
-    80            8     created_ns         creator             inspection only
+    64            8     head               writer, rollover    every read (_reader)
+    72            8     writer_pid         claim               info() only
+    80            8     created_ns         creator             info() only
     88            40    reserved (zero)    -                   -
-    128           16*n  slots[n]           writer              snapshot, refresh
+    128           24*n  slots[n]           writer              every read (_reader)
         +0        8       epoch            writer, rollover    validated before and after
-        +8        8       count            writer, append      the published prefix
-    128+16*n      d     dtype description  creator             attach
+        +8        8       start            writer, rollover    the position of record 0
+        +16       8       count            writer, append      the published prefix
+    128+24*n      d     dtype description  creator             attach
                         (UTF-8 repr of numpy's descr, padded to 8 bytes)
 
 Slot ``s % n`` describes segment ``s`` while its epoch equals ``s``; ``n`` is
-``ceil(retained_capacity / segment_capacity) + 1``. Integers are little-endian int64 and
-8-byte aligned, so each is stored and loaded by one machine instruction (docs/design.md).
+``ceil(retained_capacity / segment_capacity) + 1``. Record ``i`` of segment ``s`` is at
+position ``start + i``; a segment's start is at least its predecessor's start plus count
+(more after ``Writer.skip_to``: positions never written). Integers are little-endian int64
+and 8-byte aligned, so each is stored and loaded by one machine instruction
+(docs/design.md). Version 1 (16-byte slots, start implied by ``s * segment_capacity``)
+is refused with VersionMismatchError.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from numpy.lib import format as npformat
 from ._errors import CorruptLogError, NotALogError, UnsupportedDtypeError, VersionMismatchError
 
 MAGIC = b"ALOGSHM\x00"
-VERSION = 1
+VERSION = 2
 
 FIXED = np.dtype(
     [
@@ -62,8 +67,8 @@ FIXED = np.dtype(
         ("reserved", "<i8", (5,)),
     ]
 )
-SLOT = np.dtype([("epoch", "<i8"), ("count", "<i8")])
-assert FIXED.itemsize == 128 and SLOT.itemsize == 16
+SLOT = np.dtype([("epoch", "<i8"), ("start", "<i8"), ("count", "<i8")])
+assert FIXED.itemsize == 128 and SLOT.itemsize == 24
 
 
 def _offset(dt: np.dtype[Any], field: str) -> int:
@@ -72,15 +77,18 @@ def _offset(dt: np.dtype[Any], field: str) -> int:
     return int(fields[field][1])
 
 
+WORD = 8  # every integer of the header is an int64
+
 # Word indices into the header viewed as int64 (memoryview.cast("q")): the hot paths
 # index words directly instead of going through numpy field access.
-HEAD_WORD = _offset(FIXED, "head") // 8
-PID_WORD = _offset(FIXED, "writer_pid") // 8
-CREATED_WORD = _offset(FIXED, "created_ns") // 8
-SLOTS_WORD = FIXED.itemsize // 8
-WORDS_PER_SLOT = SLOT.itemsize // 8
-EPOCH_OFFSET = _offset(SLOT, "epoch") // 8
-COUNT_OFFSET = _offset(SLOT, "count") // 8
+HEAD_WORD = _offset(FIXED, "head") // WORD
+PID_WORD = _offset(FIXED, "writer_pid") // WORD
+CREATED_WORD = _offset(FIXED, "created_ns") // WORD
+_SLOTS_WORD = FIXED.itemsize // WORD
+_WORDS_PER_SLOT = SLOT.itemsize // WORD
+_EPOCH = _offset(SLOT, "epoch") // WORD
+_START = _offset(SLOT, "start") // WORD
+_COUNT = _offset(SLOT, "count") // WORD
 
 NO_SEGMENT = -1  # epoch of a slot that describes no segment (never made, or being retired)
 
@@ -111,7 +119,16 @@ class Layout:
         return self.segment_capacity * self.dtype.itemsize
 
     def epoch_word(self, seq: int) -> int:
-        return SLOTS_WORD + WORDS_PER_SLOT * (seq % self.slot_count) + EPOCH_OFFSET
+        """The header word of the epoch of segment ``seq``'s slot."""
+        return _SLOTS_WORD + _WORDS_PER_SLOT * (seq % self.slot_count) + _EPOCH
+
+    def start_word(self, seq: int) -> int:
+        """The header word of the start (position of record 0) of segment ``seq``'s slot."""
+        return _SLOTS_WORD + _WORDS_PER_SLOT * (seq % self.slot_count) + _START
+
+    def count_word(self, seq: int) -> int:
+        """The header word of the published count of segment ``seq``'s slot."""
+        return _SLOTS_WORD + _WORDS_PER_SLOT * (seq % self.slot_count) + _COUNT
 
 
 def slot_count(retained_capacity: int, segment_capacity: int) -> int:
@@ -155,7 +172,7 @@ def _parse_dtype(raw: bytes) -> np.dtype[Any]:
 
 
 def header_size(slots: int, dtype_size: int) -> int:
-    return FIXED.itemsize + SLOT.itemsize * slots + (dtype_size + 7) // 8 * 8
+    return FIXED.itemsize + SLOT.itemsize * slots + -(-dtype_size // WORD) * WORD
 
 
 def new_layout(nonce: int, retained_capacity: int, segment_capacity: int, dtype: np.dtype[Any]) -> Layout:
@@ -170,7 +187,7 @@ def new_layout(nonce: int, retained_capacity: int, segment_capacity: int, dtype:
     )
 
 
-def write_header(region: mmap.mmap, layout: Layout, created_ns: int) -> None:
+def write_header(region: mmap.mmap, layout: Layout, created_ns: int, start: int) -> None:
     """Fill a zeroed header region; the magic goes last so a half-written one never attaches."""
     descr = _describe(layout.dtype)
     fixed = np.zeros(1, FIXED)
@@ -186,10 +203,10 @@ def write_header(region: mmap.mmap, layout: Layout, created_ns: int) -> None:
     fixed["created_ns"] = created_ns
     slots = np.zeros(layout.slot_count, SLOT)
     slots["epoch"] = NO_SEGMENT
-    slots[0] = (0, 0)  # segment 0 exists from the start, empty
+    slots[0] = (0, start, 0)  # segment 0 exists from the start, empty, its record 0 at `start`
     body = fixed.tobytes() + slots.tobytes() + descr
-    region[8 : len(body)] = body[8:]
-    region[0:8] = MAGIC  # last: attach() refuses the region until everything above is there
+    region[len(MAGIC) : len(body)] = body[len(MAGIC) :]
+    region[0 : len(MAGIC)] = MAGIC  # last: attach() refuses the region until everything above is there
 
 
 def read_nonce(region: mmap.mmap) -> int | None:
@@ -197,7 +214,7 @@ def read_nonce(region: mmap.mmap) -> int | None:
     if len(region) < FIXED.itemsize or region[0:8] != MAGIC:
         return None
     at = _offset(FIXED, "nonce")
-    return int.from_bytes(region[at : at + 8], "little")
+    return int.from_bytes(region[at : at + WORD], "little")
 
 
 def read_layout(region: mmap.mmap, what: str) -> Layout:
@@ -211,7 +228,7 @@ def read_layout(region: mmap.mmap, what: str) -> Layout:
     if len(region) < FIXED.itemsize:
         raise NotALogError(f"{what} is {len(region)} bytes, too small to be a log header")
     fixed = np.frombuffer(region[: FIXED.itemsize], FIXED)[0]
-    if bytes(fixed["magic"]).ljust(8, b"\x00") != MAGIC:
+    if bytes(fixed["magic"]).ljust(len(MAGIC), b"\x00") != MAGIC:
         raise NotALogError(
             f"{what} is not an atomic-log-shm log (wrong magic); if it is being created "
             "right now, attach again in a moment"

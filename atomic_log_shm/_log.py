@@ -1,4 +1,5 @@
-"""The log handle: creates, attaches, claims the writer, takes snapshots, cleans up."""
+"""The log handle: a thin front that creates, attaches, claims the writer, and hands out
+snapshots, cursors and ``info()``; reading is ``_reader``'s business, writing ``_writer``'s."""
 
 from __future__ import annotations
 
@@ -13,20 +14,19 @@ from typing import Any
 
 import numpy as np
 
-from . import _header, _segment, _shm, _wait
-from ._claim import Claim
+from . import _claim, _header, _info, _segment, _shm, _wait
 from ._cursor import Cursor, Poll
 from ._errors import (
-    AtomicLogError,
+    ClaimHeldError,
     DtypeMismatchError,
     InvalidArgumentError,
-    LogClosedError,
+    LogExistsError,
+    LogMismatchError,
     LogNotFoundError,
     NotALogError,
     UnsupportedPlatformError,
 )
-from ._header import Words
-from ._segment import Records
+from ._reader import Reader
 from ._snapshot import Snapshot
 from ._writer import Writer
 
@@ -42,6 +42,22 @@ def _check_platform() -> None:
             f"atomic-log-shm runs on Linux x86-64 only, not {sys.platform}/{platform.machine()}: "
             "its lock-free protocol relies on x86-64 memory ordering (see docs/design.md)"
         )
+
+
+def _check_position(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidArgumentError(f"{what} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise InvalidArgumentError(f"{what} must be a position >= 0, got {value}")
+    return int(value)
+
+
+def _check_timeout(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise InvalidArgumentError(f"timeout must be None or a number of seconds >= 0, not {value!r}")
+    return float(value)
 
 
 def _check_capacity(value: object, what: str) -> int:
@@ -62,18 +78,6 @@ def _check_mode(mode: object) -> int:
     return mode
 
 
-class _ClosedWords:
-    """Stands in for the header words of a closed handle: any read raises."""
-
-    __slots__ = ("_name",)
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __getitem__(self, index: int, /) -> int:
-        raise LogClosedError(f"the handle on log {self._name!r} was closed; attach again to read")
-
-
 class AtomicLog:
     """A handle on a shared-memory log: one writer, any number of readers, any processes.
 
@@ -82,39 +86,12 @@ class AtomicLog:
     memory and never register. Handles can be pickled; they re-attach by name.
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_layout",
-        "_name",
-        "_owner",
-        "_region",
-        "_segments",
-        "_waits",
-        "_waker",
-        "_words",
-    )
-    _waker: _wait.AsyncWaker | None
+    __slots__ = ("__weakref__", "_owner", "_reader")
 
     def __init__(self, name: str, *, _nonce: int | None = None, _owner: bool = False) -> None:
         _check_platform()
-        region = _shm.open_read(_shm.header_path(name))
-        if region is None:
-            raise LogNotFoundError(f"no log named {name!r} (nothing at {_shm.SHM_DIR}/{name})")
-        try:
-            layout = _header.read_layout(region, f"log {name!r}")
-            if _nonce is not None and layout.nonce != _nonce:
-                raise LogNotFoundError(f"the log {name!r} was removed and replaced by another")
-        except BaseException:
-            region.close()
-            raise
-        self._name = name
-        self._layout = layout
-        self._region = region
-        self._words: Words = memoryview(region)[: layout.header_size].cast("q")
-        self._segments: dict[int, Records] = {}
+        self._reader = Reader(name, _nonce)
         self._owner = _owner
-        self._waits: _wait.WaitRegion | bool | None = False  # False: not opened yet
-        self._waker = None
 
     @classmethod
     def new(
@@ -125,19 +102,25 @@ class AtomicLog:
         dtype: Any,
         name: str | None = None,
         mode: int = 0o600,
+        start: int = 0,
+        exist_ok: bool = False,
     ) -> AtomicLog:
         """Create a log in shared memory, with no writer, and return a handle on it.
 
         At least ``retained`` records stay readable: whole segments of ``segment`` records
-        are kept, ``ceil(retained / segment) + 1`` of them.
-        ``name=None`` picks a unique name (see ``.name``). Regions get permissions ``mode``
-        (owner-only by default). Used as a context manager, the log is unlinked on exit.
+        are kept, ``ceil(retained / segment) + 1`` of them. ``name=None`` picks a unique
+        name (see ``.name``). Regions get permissions ``mode`` (owner-only by default). The
+        first record gets position ``start``. With ``exist_ok=True`` an existing log of
+        that name is opened instead if its dtype and capacities are the ones asked for
+        (LogMismatchError otherwise). Used as a context manager, a log this call created
+        is unlinked on exit.
         """
         retained_capacity = _check_capacity(retained, "retained")
         segment_capacity = _check_capacity(segment, "segment")
         dt = _header.check_dtype(dtype)
         name = _shm.check_name(name) if name is not None else f"alog-{os.getpid()}-{secrets.token_hex(6)}"
         mode = _check_mode(mode)
+        start = _check_position(start, "start")
         _check_platform()
         if segment_capacity * dt.itemsize > _header.MAX_SEGMENT_BYTES:
             raise InvalidArgumentError(f"a segment of {segment_capacity} x {dt.itemsize} bytes is too large")
@@ -147,13 +130,31 @@ class AtomicLog:
                 "segments; use larger segments"
             )
         layout = _header.new_layout(secrets.randbits(64), retained_capacity, segment_capacity, dt)
+        try:
+            return cls._create(name, layout, mode, start)
+        except LogExistsError:
+            if not exist_ok:
+                raise LogExistsError(
+                    f"a log named {name!r} already exists: attach to it with AtomicLog.attach({name!r}), "
+                    "pass exist_ok=True to continue it, or remove it with atomic_log_shm.remove_log()"
+                ) from None
+        log = cls.attach(name, timeout=1.0)  # a creator racing us may still be writing its header
+        try:
+            log._check_matches(dt, retained_capacity, segment_capacity)
+        except BaseException:
+            log.close()
+            raise
+        return log
+
+    @classmethod
+    def _create(cls, name: str, layout: _header.Layout, mode: int, start: int) -> AtomicLog:
         path = _shm.header_path(name)
         fd, region = _shm.create(path, layout.header_size, mode)
         os.close(fd)
         try:
             _segment.create(name, layout, 0, mode).close()
             _wait.create(name, layout.nonce, mode)
-            _header.write_header(region, layout, time.time_ns())
+            _header.write_header(region, layout, time.time_ns(), start)
         except BaseException:
             _segment.unlink(name, layout, 0)
             _shm.unlink_quietly(_shm.wait_path(name, layout.nonce))
@@ -162,6 +163,16 @@ class AtomicLog:
         finally:
             region.close()
         return cls(name, _nonce=layout.nonce, _owner=True)
+
+    def _check_matches(self, dtype: np.dtype[Any], retained: int, segment: int) -> None:
+        asked = (dtype, retained, segment)
+        found = (self.dtype, self.retained_capacity, self.segment_capacity)
+        if asked != found:
+            raise LogMismatchError(
+                f"log {self.name!r} exists with dtype {found[0]}, retained={found[1]}, segment={found[2]}; "
+                f"asked for dtype {asked[0]}, retained={asked[1]}, segment={asked[2]}. Use the same "
+                "arguments, or remove the old log first (atomic_log_shm.remove_log)"
+            )
 
     @classmethod
     def new_claimed(
@@ -172,24 +183,63 @@ class AtomicLog:
         dtype: Any,
         name: str | None = None,
         mode: int = 0o600,
+        start: int = 0,
+        exist_ok: bool = False,
     ) -> tuple[Writer, AtomicLog]:
-        """``new()``, then claim its writer: returns ``(writer, log)``."""
-        log = cls.new(retained=retained, segment=segment, dtype=dtype, name=name, mode=mode)
-        writer = log.try_claim_writer()
-        if writer is None:  # only if another process claimed the brand-new log first
+        """``new()``, then claim its writer: returns ``(writer, log)``.
+
+        With ``exist_ok=True`` a matching log of that name is continued (after a restart or
+        a crash of its writer); ClaimHeldError if a writer in another process holds it.
+        """
+        log = cls.new(
+            retained=retained,
+            segment=segment,
+            dtype=dtype,
+            name=name,
+            mode=mode,
+            start=start,
+            exist_ok=exist_ok,
+        )
+        try:
+            writer = log.try_claim_writer()
+        except BaseException:
             log.close()
-            raise AtomicLogError(f"log {log.name!r} was claimed by another process as it was made")
+            raise
+        if writer is None:
+            info = log.info()
+            log.close()
+            holder = f"pid {info.writer_pid}" if info.writer_pid else "another process"
+            raise ClaimHeldError(
+                f"log {log.name!r} has a writer ({holder}); stop it first, or attach to read",
+                pid=info.writer_pid,
+            )
         return writer, log
 
     @classmethod
-    def attach(cls, name: str, *, dtype: Any = None) -> AtomicLog:
+    def attach(cls, name: str, *, dtype: Any = None, timeout: float | None = None) -> AtomicLog:
         """Open the existing log ``name`` read-only, from any process.
 
         The dtype is read from the log; if ``dtype`` is given and differs, DtypeMismatchError.
+        With a ``timeout`` (seconds), wait that long for the log to appear (and for its
+        creator to finish its header) before LogNotFoundError.
         """
         name = _shm.check_name(name)
         wanted = _header.check_dtype(dtype) if dtype is not None else None
-        log = cls(name)
+        timeout = _check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        nap = 0.001
+        while True:
+            try:
+                log = cls(name)
+                break
+            except (LogNotFoundError, NotALogError) as exc:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is None or left <= 0:
+                    if timeout:
+                        raise LogNotFoundError(f"no log named {name!r} appeared within {timeout} s") from None
+                    raise exc from None
+                time.sleep(min(nap, left))
+                nap = min(nap * 2, 0.05)
         if wanted is not None and wanted != log.dtype:
             log.close()
             raise DtypeMismatchError(f"log {name!r} holds records of {log.dtype}, not {wanted}")
@@ -201,21 +251,22 @@ class AtomicLog:
         A writer's claim ends when it is closed or collected, or its process dies (also by
         SIGKILL); the new writer continues the same log, nothing lost or repeated.
         """
-        self._words[0]  # raises LogClosedError on a closed handle
-        claim = Claim.try_acquire(self._name, self._layout.nonce)
+        reader = self._reader
+        reader.words[0]  # raises LogClosedError on a closed handle
+        claim = _claim.Claim.try_acquire(reader.name, reader.layout.nonce)
         if claim is None:
             return None
         mode = os.fstat(claim.fileno()).st_mode & 0o777  # new segments get the header's mode
-        return Writer(self, claim, mode)
+        return Writer(reader.name, reader.layout, self, claim, mode)
 
     def snapshot(self) -> Snapshot:
         """Capture a stable, zero-copy view of the records retained now."""
-        return Snapshot(self)
+        return Snapshot(self._reader, self)
 
     def cursor(self, start: int | str = "oldest") -> Cursor:
         """A Cursor that follows the log from ``start``: ``"oldest"`` (the oldest retained
         record), ``"newest"`` (only what is published from now on) or a position."""
-        return Cursor(self, start)
+        return Cursor(self._reader, self, start)
 
     async def follow(self, start: int | str = "oldest") -> AsyncIterator[Poll]:
         """Follow the log from asyncio: yields a Poll (``arrays``, ``missed``, ``start``)
@@ -227,85 +278,42 @@ class AtomicLog:
                 yield batch
             await cursor.wait_async()
 
-    def _async_waker(self) -> _wait.AsyncWaker:
-        waker = self._waker
-        if waker is None:
-            waker = self._waker = _wait.AsyncWaker(self)
-        return waker
-
-    def _wait_region(self) -> _wait.WaitRegion | None:
-        """The wait region mapped for waiting, opened on first use; None: poll instead."""
-        if self._waits is False:
-            self._words[0]  # raises LogClosedError on a closed handle
-            self._waits = _wait.WaitRegion.open(self._name, self._layout.nonce)
-        assert self._waits is not True
-        return self._waits
-
-    def _segment(self, seq: int) -> Records | None:
-        """Segment ``seq`` mapped read-only, from this handle's cache; None if reclaimed."""
-        segments = self._segments
-        array = segments.get(seq)
-        if array is None:
-            self._words[0]  # raises LogClosedError on a closed handle
-            array = _segment.open_readonly(self._name, self._layout, seq)
-            # Look at the slot again now that the mapping exists: the writer retires a slot
-            # before it reuses the region, and never reuses one that is mapped elsewhere,
-            # so a region opened by its old name late in its life is never taken as `seq`
-            # (docs/design.md, "Reusing pages").
-            if array is None or self._words[self._layout.epoch_word(seq)] != seq:
-                return None
-            segments[seq] = array
-            if len(segments) > self._layout.slot_count:
-                newest = max(segments)
-                for old in [s for s in segments if s <= newest - self._layout.slot_count]:
-                    del segments[old]  # snapshots holding it keep their own reference
-        return array
+    def info(self) -> _info.LogInfo:
+        """The log's state now: capacities, positions, segments, writer, memory (what
+        ``atomic-log inspect`` prints). Reads only; never disturbs the writer."""
+        return _info.log_info(self._reader)
 
     @property
     def name(self) -> str:
         """The log's name: ``attach(name)`` opens it from any process."""
-        return self._name
+        return self._reader.name
 
     @property
     def dtype(self) -> np.dtype[Any]:
-        return self._layout.dtype
+        """The numpy dtype of the records."""
+        return self._reader.layout.dtype
 
     @property
     def retained_capacity(self) -> int:
-        return self._layout.retained_capacity
+        """At least this many records stay readable (the ``retained`` it was made with)."""
+        return self._reader.layout.retained_capacity
 
     @property
     def segment_capacity(self) -> int:
-        return self._layout.segment_capacity
+        """Records per segment (the ``segment`` it was made with)."""
+        return self._reader.layout.segment_capacity
 
     @property
     def closed(self) -> bool:
-        return isinstance(self._words, _ClosedWords)
+        """Whether ``close()`` was called on this handle."""
+        return self._reader.closed
 
     def close(self) -> None:
         """Unmap this process's view of the log. Snapshots already taken stay readable.
 
         The log itself stays for other processes; ``unlink()`` removes it. Idempotent.
         """
-        words = self._words
-        if isinstance(words, memoryview):
-            self._words = _ClosedWords(self._name)
-            words.release()
-            self._region.close()
-            self._segments.clear()
-            if isinstance(self._waits, _wait.WaitRegion):
-                self._waits.close()
-            self._waits = None
-
-    def _exists(self) -> bool:
-        """Whether this log still has its name (and it was not given to another log)."""
-        region = _shm.open_read(_shm.header_path(self._name))
-        if region is None:
-            return False
-        try:
-            return _header.read_nonce(region) == self._layout.nonce
-        finally:
-            region.close()
+        self._reader.close()
 
     def unlink(self) -> None:
         """Remove the log's names from the system (nothing of it stays in /dev/shm).
@@ -313,10 +321,11 @@ class AtomicLog:
         Processes that have it mapped keep what they mapped; nobody can attach any more,
         and its writer stops at its next rollover. Idempotent.
         """
-        if self._exists():  # the name may belong to a newer log by now: leave that one alone
-            _shm.unlink_quietly(_shm.header_path(self._name))
-        for nonce, _, region_path in _shm.regions(self._name):
-            if nonce == self._layout.nonce:
+        reader = self._reader
+        if reader.exists():  # the name may belong to a newer log by now: leave that one alone
+            _shm.unlink_quietly(_shm.header_path(reader.name))
+        for nonce, _, region_path in _shm.regions(reader.name):
+            if nonce == reader.layout.nonce:
                 _shm.unlink_quietly(region_path)
 
     def __enter__(self) -> AtomicLog:
@@ -329,12 +338,12 @@ class AtomicLog:
             self.unlink()
 
     def __reduce__(self) -> Any:
-        return (_reattach, (self._name, self._layout.nonce))
+        return (_reattach, (self.name, self._reader.layout.nonce))
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"head={self._words[_header.HEAD_WORD]}"
+        state = "closed" if self.closed else f"end={self._reader.end()}"
         return (
-            f"<AtomicLog {self._name!r} dtype={self.dtype} retained={self.retained_capacity} "
+            f"<AtomicLog {self.name!r} dtype={self.dtype} retained={self.retained_capacity} "
             f"segment={self.segment_capacity} {state}>"
         )
 

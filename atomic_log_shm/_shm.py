@@ -26,6 +26,7 @@ from ._errors import (
     OutOfSpaceError,
     ResourceLimitError,
 )
+from ._header import MAGIC
 
 SHM_DIR = "/dev/shm"
 MAX_NAME = 200  # leaves room for "@<16 hex>.<20 digits>" within NAME_MAX (255)
@@ -196,3 +197,47 @@ def segments(name: str) -> Iterator[tuple[int, int, str]]:
     for nonce, part, path in regions(name):
         if part.isdigit():
             yield nonce, int(part), path
+
+
+def log_names() -> list[str]:
+    """The names of the log headers in /dev/shm, sorted. Only entries without '@' (never a
+    segment: opening one would keep the writer from reusing its pages) are opened, and
+    only their first bytes are read."""
+    try:
+        entries = sorted(os.listdir(SHM_DIR))
+    except FileNotFoundError:
+        return []
+    names = []
+    for entry in entries:
+        if "@" in entry:
+            continue
+        try:
+            with open(os.path.join(SHM_DIR, entry), "rb") as f:
+                if f.read(len(MAGIC)) == MAGIC:
+                    names.append(entry)
+        except OSError:
+            continue  # another user's region, a directory, gone meanwhile: not ours to list
+    return names
+
+
+def region_owners() -> set[str]:
+    """Every log name that has regions (segments, wait regions) in /dev/shm."""
+    try:
+        entries = os.listdir(SHM_DIR)
+    except FileNotFoundError:
+        return set()
+    return {m["name"] for m in map(_REGION.fullmatch, entries) if m}
+
+
+def footprint(name: str, nonce: int | None) -> tuple[int, int]:
+    """(regions, bytes) in /dev/shm of log ``name``: its header and every region named
+    after it with ``nonce`` (any nonce if None)."""
+    paths = [header_path(name)] + [p for n, _, p in regions(name) if nonce is None or n == nonce]
+    count = size = 0
+    for path in paths:
+        try:
+            size += os.stat(SHM_DIR + path).st_size
+        except FileNotFoundError:
+            continue  # reclaimed since the listing, or no header (an orphan)
+        count += 1
+    return count, size

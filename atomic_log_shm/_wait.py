@@ -34,17 +34,12 @@ import mmap
 import os
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import posix_ipc
 
 from . import _shm
 from ._errors import LogNotFoundError
-from ._header import HEAD_WORD
-from ._snapshot import published, stuck
-
-if TYPE_CHECKING:
-    from ._log import AtomicLog
 
 SIZE = 64
 SIGNAL_WORD = 0
@@ -57,7 +52,6 @@ _WAKE_ALL = 0x7FFFFFFF
 _SLICE = 0.05  # the longest a waiter sleeps before it looks at the log again
 _FIRST_NAP = 50e-6  # polling fallback
 _LONGEST_NAP = 2e-3
-_LOOKS = 1000
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -133,26 +127,12 @@ class WaitRegion:
         self._region.close()
 
 
-def published_end(log: AtomicLog) -> int:
-    """The log's end position now (one past its newest record), from the header alone."""
-    words = log._words
-    layout = log._layout
-    capacity = layout.segment_capacity
-    first = head = words[HEAD_WORD]
-    for _ in range(_LOOKS):
-        head = words[HEAD_WORD]
-        count = published(words, layout.epoch_word(head), head, capacity)
-        if count >= 0:
-            return head * capacity + count
-    raise stuck(log, first, head)
-
-
-def wait_beyond(log: AtomicLog, position: int, timeout: float | None) -> bool:
-    """Block until the log's end passes ``position`` or ``timeout`` seconds pass."""
-    if published_end(log) > position:
+def wait_until(region: WaitRegion | None, ready: Callable[[], bool], timeout: float | None) -> bool:
+    """Block until ``ready()`` or ``timeout`` seconds pass; True if ready. Sleeps on the
+    futex of ``region``, or polls with backoff where this process cannot map it (None)."""
+    if ready():
         return True
     deadline = None if timeout is None else time.monotonic() + timeout
-    region = log._wait_region()
     nap = _FIRST_NAP
     while True:
         left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
@@ -165,10 +145,10 @@ def wait_beyond(log: AtomicLog, position: int, timeout: float | None) -> bool:
             words = region.words
             signal = words[SIGNAL_WORD]
             words[WAITING_WORD] = 1  # ask the writer to wake us after its next publication
-            if published_end(log) > position:
+            if ready():
                 return True
             region.sleep(signal, left)
-        if published_end(log) > position:
+        if ready():
             return True
 
 
@@ -178,19 +158,24 @@ class AsyncWaker:
     The event loop must never block, and a thread per waiting coroutine would not scale.
     So the first coroutine that waits starts a thread that sleeps on the futex for the
     lowest position anyone waits beyond, and hands each coroutine its answer through
-    ``loop.call_soon_threadsafe``; the thread ends when nobody waits.
+    ``loop.call_soon_threadsafe``; the thread ends when nobody waits. ``end()`` is the log's
+    end position now and ``wait_beyond(position, timeout)`` the blocking wait.
     """
 
-    __slots__ = ("_lock", "_log", "_running", "_waiters")
+    __slots__ = ("_end", "_lock", "_name", "_running", "_wait_beyond", "_waiters")
 
-    def __init__(self, log: AtomicLog) -> None:
-        self._log = log
+    def __init__(
+        self, name: str, end: Callable[[], int], wait_beyond: Callable[[int, float | None], bool]
+    ) -> None:
+        self._name = name
+        self._end = end
+        self._wait_beyond = wait_beyond
         self._lock = threading.Lock()
         self._waiters: dict[asyncio.Future[bool], int] = {}
         self._running = False
 
     async def wait(self, position: int, timeout: float | None) -> bool:
-        if published_end(self._log) > position:
+        if self._end() > position:
             return True
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         with self._lock:
@@ -198,7 +183,7 @@ class AsyncWaker:
             if not self._running:
                 self._running = True
                 threading.Thread(
-                    target=self._run, name=f"atomic-log-shm waker {self._log.name}", daemon=True
+                    target=self._run, name=f"atomic-log-shm waker {self._name}", daemon=True
                 ).start()
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -209,7 +194,6 @@ class AsyncWaker:
                 self._waiters.pop(future, None)
 
     def _run(self) -> None:
-        log = self._log
         while True:
             with self._lock:
                 if not self._waiters:
@@ -217,8 +201,8 @@ class AsyncWaker:
                     return
                 lowest = min(self._waiters.values())
             try:
-                wait_beyond(log, lowest, _SLICE)
-                self._settle(published_end(log), None)
+                self._wait_beyond(lowest, _SLICE)
+                self._settle(self._end(), None)
             except Exception as exc:  # e.g. the handle was closed: every waiter hears of it
                 self._settle(None, exc)
 

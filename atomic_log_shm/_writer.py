@@ -5,8 +5,9 @@ Publication protocol (the argument is in docs/design.md, "Memory ordering"):
 * append: store the record at index ``count`` of the head segment, then store
   ``count + 1`` in the head's slot. Readers load the count before the records, so every
   record below a count they loaded is complete.
-* rollover (the append that finds the head full): make the next segment, retire the slot
-  it takes over (epoch := NO_SEGMENT, count := 0, epoch := seq), publish ``head := seq``,
+* rollover (the append that finds the head full, or ``skip_to``): make the next segment,
+  retire the slot it takes over (epoch := NO_SEGMENT, count := 0, start := its first
+  position, epoch := seq), publish ``head := seq``,
   then take the oldest segment's name away (``_segment.WriterSegments``). Readers
   validate a slot's epoch before and after loading its count, so a retired slot is never
   read as the segment it used to describe.
@@ -20,17 +21,20 @@ from __future__ import annotations
 import mmap
 import os
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from . import _claim, _segment, _wait
-from ._errors import CorruptLogError, InvalidRecordError, LogNotFoundError, WriterClosedError
-from ._header import COUNT_OFFSET, EPOCH_OFFSET, HEAD_WORD, NO_SEGMENT
-
-if TYPE_CHECKING:
-    from ._log import AtomicLog
+from ._errors import (
+    CorruptLogError,
+    InvalidArgumentError,
+    InvalidRecordError,
+    LogNotFoundError,
+    WriterClosedError,
+)
+from ._header import HEAD_WORD, NO_SEGMENT, Layout
 
 _VALUE_ERRORS = (TypeError, ValueError, OverflowError)
 
@@ -89,15 +93,16 @@ class Writer:
         "_same_dtype",
         "_segments",
         "_seq",
+        "_start",
         "_waiting",
         "_waits",
         "_words",
     )
 
-    def __init__(self, log: AtomicLog, claim: _claim.Claim, mode: int) -> None:
+    def __init__(self, name: str, layout: Layout, log: Any, claim: _claim.Claim, mode: int) -> None:
         self._log = log
-        self._name = log.name
-        self._layout = layout = log._layout
+        self._name = name
+        self._layout = layout
         self._claim = claim
         self._closed_because = ""
         self._itemsize = layout.dtype.itemsize
@@ -105,9 +110,14 @@ class Writer:
         try:
             words = self._words = claim.words
             head = words[HEAD_WORD]
-            epoch_word = layout.epoch_word(head)
-            count = words[epoch_word - EPOCH_OFFSET + COUNT_OFFSET]
-            if head < 0 or words[epoch_word] != head or not 0 <= count <= layout.segment_capacity:
+            count = words[layout.count_word(head)]
+            start = words[layout.start_word(head)]
+            if (
+                head < 0
+                or words[layout.epoch_word(head)] != head
+                or not 0 <= count <= layout.segment_capacity
+                or start < 0
+            ):
                 raise CorruptLogError(
                     f"log {self._name!r}: head segment {head} has no valid slot; "
                     "remove the log with atomic_log_shm.remove_log() and create it anew"
@@ -124,16 +134,17 @@ class Writer:
         self._waits = waits = _wait.WaitRegion.open(self._name, layout.nonce)
         self._waiting = _NOBODY_WAITS if waits is None else waits.words
         self._finalizer = weakref.finalize(self, _release, segments, waits, claim)
-        self._enter_segment(head, region, count)
+        self._enter_segment(head, region, count, start)
         _claim.track(self)
 
-    def _enter_segment(self, seq: int, region: _segment.Region, count: int) -> None:
+    def _enter_segment(self, seq: int, region: _segment.Region, count: int, start: int) -> None:
         self._seq = seq
+        self._start = start
         self._data = region.array
         self._map = region.map  # extend() copies bytes into the mapping itself
         self._count = count
         self._capacity = self._layout.segment_capacity
-        self._count_word = self._layout.epoch_word(seq) - EPOCH_OFFSET + COUNT_OFFSET
+        self._count_word = self._layout.count_word(seq)
 
     def append(self, value: Any) -> None:
         """Publish one record: a scalar, a tuple for a structured dtype, or a numpy scalar.
@@ -152,7 +163,7 @@ class Writer:
         i += 1
         self._count = i
         # Publish: after the record store above; pairs with the count load in
-        # _snapshot.published(), which readers make before loading any record.
+        # _reader.Reader.slot(), which readers make before loading any record.
         self._words[self._count_word] = i
         if self._waiting[_WAITING]:  # someone sleeps on the futex (see _wait.py)
             self._waits.wake()  # type: ignore[union-attr]
@@ -185,7 +196,7 @@ class Writer:
             # Unpublished until the count store below. (typeshed's mmap wants a Buffer.)
             self._map[i * size : end * size] = records  # type: ignore[call-overload]
             self._count = end
-            self._words[self._count_word] = end  # publish; pairs with _snapshot.published()
+            self._words[self._count_word] = end  # publish; pairs with Reader.slot()
             if self._waiting[_WAITING]:
                 self._waits.wake()  # type: ignore[union-attr]
         else:
@@ -200,7 +211,7 @@ class Writer:
             i = self._count
             if i >= self._capacity:
                 try:
-                    self._roll()
+                    self._roll(self._start + i)
                 except Exception as exc:
                     exc.published = done  # type: ignore[attr-defined]
                     raise
@@ -210,7 +221,7 @@ class Writer:
             self._map[i * size : end * size] = records[done : done + n]  # type: ignore[call-overload]
             done += n
             self._count = end
-            self._words[self._count_word] = end  # publish; pairs with _snapshot.published()
+            self._words[self._count_word] = end  # publish; pairs with Reader.slot()
             if self._waiting[_WAITING]:
                 self._waits.wake()  # type: ignore[union-attr]
 
@@ -221,15 +232,39 @@ class Writer:
             record[0] = value  # check the value before the rollover changes the log
         except _VALUE_ERRORS as exc:
             raise self._bad_value(value, exc) from None
-        self._roll()
+        self._roll(self._start + self._count)
         self._data[0:1] = record
         self._count = 1
-        self._words[self._count_word] = 1  # publish; pairs with _snapshot.published()
+        self._words[self._count_word] = 1  # publish; pairs with Reader.slot()
         if self._waiting[_WAITING]:
             self._waits.wake()  # type: ignore[union-attr]
 
-    def _roll(self) -> None:
-        """Make segment ``head + 1`` the head, then reclaim the oldest segment."""
+    def skip_to(self, position: int) -> None:
+        """Make ``position`` the position of the next record appended (``end`` at least).
+
+        The positions in between are never written: readers count them as missed, as they
+        count records reclaimed before they looked. A skip starts a new segment (unless
+        nothing is skipped), so the window holds fewer records until it has moved on.
+        """
+        if isinstance(position, bool) or not isinstance(position, int):
+            raise InvalidArgumentError(f"skip_to() takes a position (an int), not {type(position).__name__}")
+        self._check_open()
+        end = self._start + self._count
+        if position < end:
+            raise InvalidArgumentError(
+                f"log {self._name!r}: cannot skip back to position {position}; the next is {end}"
+            )
+        if position > end:
+            self._roll(position)
+
+    @property
+    def end(self) -> int:
+        """The position the next record appended will get (the log's length, in positions)."""
+        return self._start + self._count
+
+    def _roll(self, start: int) -> None:
+        """Make segment ``head + 1`` the head, its record 0 at position ``start``, then
+        reclaim the oldest segment."""
         layout = self._layout
         if os.fstat(self._claim.fileno()).st_nlink == 0:
             self._close("the log was unlinked")
@@ -238,18 +273,20 @@ class Writer:
         region = self._segments.take(seq)  # may raise: nothing has changed yet
         words = self._words
         epoch_word = layout.epoch_word(seq)
-        # Retire the slot of segment seq - n in three ordered stores; a reader that loaded
-        # the old epoch and then loads it again (after its count load) sees it changed.
+        # Retire the slot of segment seq - n in ordered stores; a reader that loaded the
+        # old epoch and then loads it again (after its start and count loads, in
+        # _reader.Reader.slot) sees it changed.
         words[epoch_word] = NO_SEGMENT
-        words[epoch_word - EPOCH_OFFSET + COUNT_OFFSET] = 0
+        words[layout.count_word(seq)] = 0
+        words[layout.start_word(seq)] = start  # pairs with the start load in Reader.slot
         words[epoch_word] = seq
         # Publish the new head after its slot is ready: pairs with the head load in
-        # _snapshot, which readers make before loading any slot.
+        # Reader.consistent() and Snapshot.refresh(), made before loading any slot.
         words[HEAD_WORD] = seq
         # Reclaim the segment pushed out of the window: readers can no longer open it by its
         # name; those that have it mapped keep it, unchanged.
         self._segments.retire(seq - layout.slot_count, seq + 1)
-        self._enter_segment(seq, region, 0)
+        self._enter_segment(seq, region, 0, start)
 
     def _as_records(self, values: Any) -> npt.NDArray[Any]:
         """``values`` as a 1-d array of the log's dtype, refusing anything that would not
@@ -338,7 +375,7 @@ class Writer:
         return bool(self._closed_because)
 
     @property
-    def log(self) -> AtomicLog:
+    def log(self) -> Any:
         """The log handle this writer was claimed from."""
         return self._log
 
@@ -353,4 +390,4 @@ class Writer:
 
     def __repr__(self) -> str:
         state = f"closed: {self._closed_because}" if self._closed_because else "open"
-        return f"<Writer of {self._name!r} segment={self._seq} count={self._count} {state}>"
+        return f"<Writer of {self._name!r} segment={self._seq} end={self.end} {state}>"

@@ -129,9 +129,9 @@ def test_inspect_json(writer: WriterProcess) -> None:
     assert (info["retained_capacity"], info["segment_capacity"], info["slot_count"]) == (8, 4, 3)
     assert info["head"] == 3
     assert info["segments"] == [
-        {"sequence": 1, "published": 4},
-        {"sequence": 2, "published": 4},
-        {"sequence": 3, "published": 1},
+        {"sequence": 1, "start": 4, "published": 4},
+        {"sequence": 2, "start": 8, "published": 4},
+        {"sequence": 3, "start": 12, "published": 1},
     ]
     assert (info["first_position"], info["last_position"], info["records"]) == (4, 12, 9)
     assert info["writer"] == {"held": True, "pid": writer.pid, "status": f"held by pid {writer.pid}"}

@@ -490,6 +490,7 @@ KILL_POINTS = {
     "before the slot's epoch := -1": REGION_MADE,
     "after the slot's epoch := -1": RETIRING,
     "after the slot's count := 0": RETIRING,
+    "after the slot's start := its position": RETIRING,
     "after the slot's epoch := new": RETIRED,
     "after head := new, before the oldest is reclaimed": NOT_UNLINKED,
     "before the first record's count": BETWEEN,
@@ -498,9 +499,10 @@ AT_STORE = {
     "before the slot's epoch := -1": {"before": 1},
     "after the slot's epoch := -1": {"after": 1},
     "after the slot's count := 0": {"after": 2},
-    "after the slot's epoch := new": {"after": 3},
-    "after head := new, before the oldest is reclaimed": {"after": 4},
-    "before the first record's count": {"before": 5},
+    "after the slot's start := its position": {"after": 3},
+    "after the slot's epoch := new": {"after": 4},
+    "after head := new, before the oldest is reclaimed": {"after": 5},
+    "before the first record's count": {"before": 6},
 }
 
 

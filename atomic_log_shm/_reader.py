@@ -1,0 +1,238 @@
+"""The read side of a log: the header as a reader sees it, and the one way to read it.
+
+A ``Reader`` is one process's read-only view of one log: the header mapped read-only, its
+layout, the segments this process has mapped, and the wait region (mapped only by readers
+that wait). Snapshots, cursors, waits and ``info()`` read a log through it and nothing
+else; ``AtomicLog`` is a front over it.
+
+Reader protocol. A reader writes nothing to the header or to a segment. To read segment
+``s`` it:
+
+1. loads ``head``, the newest segment (pairs with the writer's head store, the last store
+   of a rollover);
+2. loads the epoch of slot ``s % n``; unless it equals ``s`` the slot describes another
+   segment (``s`` was reclaimed, or is being replaced) and ``s`` is not shown;
+3. loads the slot's start and count (the count pairs with the writer's count store after
+   each append; the start with its start store, made before the epoch names ``s``);
+4. loads the epoch again; unless it still equals ``s`` the writer retired the slot in
+   between, and what step 3 loaded may belong to the next occupant: ``s`` is not shown;
+5. maps the segment's region read-only (if its name is gone, ``s`` was reclaimed), checks
+   on a new mapping that the epoch still equals ``s`` (``segment()``), and shows records
+   ``[0, count)`` at positions ``start + i``.
+
+Why a torn or unpublished record can never be observed: the writer stores a record before
+it stores the count that covers it; on x86-64 stores become visible in program order and
+loads are not reordered with older loads, so a reader that loaded a count then loads the
+records below it as they were stored. Records below a published count are never stored
+again (a new writer resumes at the published count), a name never comes back once taken
+away, and the writer reuses a region only when no other process has it open or mapped,
+so a view stays valid for as long as its arrays live, after reclamation too. Epochs only
+grow, so the checks of steps 2 and 4 cannot be fooled by a slot that changed and changed
+back. The full argument is in docs/design.md ("Memory ordering").
+
+A rollover can move the head between any two of these loads. Every read that needs a
+consistent picture goes through ``consistent()``: one retry loop, one limit, one error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+
+from . import _segment, _shm, _wait
+from ._errors import AtomicLogError, CorruptLogError, LogClosedError, LogNotFoundError
+from ._header import HEAD_WORD, Layout, Words, read_layout, read_nonce
+from ._segment import Records
+
+_T = TypeVar("_T")
+
+TRIES = 1000  # rollovers a reader sits through before it gives up on one reading
+
+
+class _ClosedWords:
+    """Stands in for the header words of a closed reader: any read raises."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getitem__(self, index: int, /) -> int:
+        raise LogClosedError(f"the handle on log {self._name!r} was closed; attach again to read")
+
+
+class Reader:
+    """One process's read-only view of a log (see the module docstring for the protocol).
+
+    ``words`` is the header as int64 words: the hot paths of snapshots index it directly,
+    with the word indices ``layout`` gives.
+    """
+
+    __slots__ = ("_region", "_segments", "_waiter", "_waits", "layout", "name", "words")
+
+    words: Words
+
+    def __init__(self, name: str, nonce: int | None = None) -> None:
+        region = _shm.open_read(_shm.header_path(name))
+        if region is None:
+            raise LogNotFoundError(f"no log named {name!r} (nothing at {_shm.SHM_DIR}/{name})")
+        try:
+            layout = read_layout(region, f"log {name!r}")
+            if nonce is not None and layout.nonce != nonce:
+                raise LogNotFoundError(f"the log {name!r} was removed and replaced by another")
+        except BaseException:
+            region.close()
+            raise
+        self.name = name
+        self.layout: Layout = layout
+        self._region = region
+        self.words = memoryview(region)[: layout.header_size].cast("q")
+        self._segments: dict[int, Records] = {}
+        self._waits: _wait.WaitRegion | bool | None = False  # False: not opened yet
+        self._waiter: _wait.AsyncWaker | None = None
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.layout.dtype
+
+    @property
+    def closed(self) -> bool:
+        return isinstance(self.words, _ClosedWords)
+
+    # -- the protocol -----------------------------------------------------------------------
+
+    def slot(self, seq: int) -> tuple[int, int] | None:
+        """``(start, count)`` of segment ``seq`` as published now, or None if its slot
+        describes another segment (steps 2 to 4 of the protocol)."""
+        words = self.words
+        layout = self.layout
+        epoch_word = layout.epoch_word(seq)
+        if words[epoch_word] != seq:
+            return None
+        start: int = words[layout.start_word(seq)]  # pairs with the writer's start store in a rollover
+        count: int = words[layout.count_word(seq)]  # pairs with the writer's count store after a record
+        if words[epoch_word] != seq:  # re-check: the slot may have been retired meanwhile
+            return None
+        if not 0 <= count <= layout.segment_capacity or start < 0:
+            raise CorruptLogError(
+                f"log {self.name!r}: segment {seq} claims {count} records from position {start}; "
+                f"it holds {layout.segment_capacity}"
+            )
+        return start, count
+
+    def consistent(self, attempt: Callable[[int], _T | None]) -> _T:
+        """``attempt(head)`` for the head loaded now, again while it returns None (the writer
+        moved on between its loads), up to ``TRIES`` times."""
+        words = self.words
+        first = head = words[HEAD_WORD]
+        for _ in range(TRIES):
+            head = words[HEAD_WORD]  # pairs with the writer's head store, the last of a rollover
+            if head < 0:
+                raise CorruptLogError(f"log {self.name!r} has head segment {head}")
+            result = attempt(head)
+            if result is not None:
+                return result
+        raise self._stuck(first, head)
+
+    def end(self) -> int:
+        """One past the newest published position (the log's length, in positions)."""
+
+        def attempt(head: int) -> int | None:
+            slot = self.slot(head)
+            return None if slot is None else slot[0] + slot[1]
+
+        return self.consistent(attempt)
+
+    def retained(self) -> tuple[int, list[tuple[int, int, int]]]:
+        """The head segment and ``(sequence, start, count)`` of each retained segment, oldest
+        first, as one reading: the head did not move while the slots were read."""
+
+        def attempt(head: int) -> tuple[int, list[tuple[int, int, int]]] | None:
+            found = []
+            for seq in range(head, max(head - self.layout.slot_count, -1), -1):
+                slot = self.slot(seq)
+                if slot is None:
+                    break  # reclaimed, and every older segment with it
+                found.append((seq, *slot))
+            if self.words[HEAD_WORD] != head:
+                return None
+            return head, found[::-1]
+
+        return self.consistent(attempt)
+
+    def segment(self, seq: int) -> Records | None:
+        """Segment ``seq`` mapped read-only (the whole of it, published or not: callers
+        show only the published prefix), from this process's cache; None if reclaimed."""
+        segments = self._segments
+        array = segments.get(seq)
+        if array is None:
+            layout = self.layout
+            array = _segment.open_readonly(self.name, layout, seq)
+            # Look at the slot again now that the mapping exists: the writer retires a slot
+            # before it reuses the region, and never reuses one that is mapped elsewhere,
+            # so a region opened by its old name late in its life is never taken as `seq`
+            # (docs/design.md, "Reusing pages").
+            if array is None or self.words[layout.epoch_word(seq)] != seq:
+                return None
+            segments[seq] = array
+            if len(segments) > layout.slot_count:
+                newest = max(segments)
+                for old in [s for s in segments if s <= newest - layout.slot_count]:
+                    del segments[old]  # snapshots holding it keep their own reference
+        return array
+
+    def exists(self) -> bool:
+        """Whether this log still has its name (and it was not given to another log)."""
+        region = _shm.open_read(_shm.header_path(self.name))
+        if region is None:
+            return False
+        try:
+            return read_nonce(region) == self.layout.nonce
+        finally:
+            region.close()
+
+    def _stuck(self, first: int, last: int) -> AtomicLogError:
+        """The error for a reader that never found the head segment whole."""
+        if not self.exists():
+            return LogNotFoundError(f"log {self.name!r} was unlinked; its segments are gone")
+        if first == last:
+            return CorruptLogError(f"log {self.name!r}: head segment {first} has no valid slot or region")
+        return AtomicLogError(
+            f"log {self.name!r}: the writer replaced the head segment {TRIES} times while "
+            "this reader looked; use larger segments"
+        )
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def wait_beyond(self, position: int, timeout: float | None) -> bool:
+        """Block, using no CPU, until the log's end passes ``position`` or ``timeout``
+        seconds pass. True if it did."""
+        if self._waits is False:
+            self.words[0]  # raises LogClosedError on a closed reader
+            self._waits = _wait.WaitRegion.open(self.name, self.layout.nonce)
+        assert self._waits is not True
+        return _wait.wait_until(self._waits, lambda: self.end() > position, timeout)
+
+    async def wait_beyond_async(self, position: int, timeout: float | None) -> bool:
+        """``wait_beyond()`` for asyncio: the event loop never blocks."""
+        waiter = self._waiter
+        if waiter is None:
+            waiter = self._waiter = _wait.AsyncWaker(self.name, self.end, self.wait_beyond)
+        return await waiter.wait(position, timeout)
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Unmap the header and forget the segments (views already made stay). Idempotent."""
+        words = self.words
+        if isinstance(words, memoryview):
+            self.words = _ClosedWords(self.name)
+            words.release()
+            self._region.close()
+            self._segments.clear()
+            if isinstance(self._waits, _wait.WaitRegion):
+                self._waits.close()
+            self._waits = None
+

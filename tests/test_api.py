@@ -1,0 +1,162 @@
+"""The API a newcomer reaches for: restartable writers, waiting for a log, its state in one value."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+import atomic_log_shm
+from atomic_log_shm import (
+    AtomicLog,
+    ClaimHeldError,
+    DtypeMismatchError,
+    InvalidArgumentError,
+    LogExistsError,
+    LogInfo,
+    LogMismatchError,
+    LogNotFoundError,
+    list_logs,
+)
+
+Names = Callable[[], str]
+WRITER = """
+import sys, numpy as np
+from atomic_log_shm import AtomicLog
+writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=sys.argv[1], exist_ok=True)
+writer.append(writer.end)
+print(writer.end, flush=True)
+if sys.argv[2] == "hang":
+    sys.stdin.read()
+"""
+
+
+def run_writer(name: str, then: str = "exit") -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, name, then], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+
+
+def test_a_restarted_writer_continues_its_log_also_after_sigkill(log_name: Names) -> None:
+    name = log_name()
+    first = run_writer(name)
+    assert first.communicate(timeout=30)[0].split() == ["1"]
+    second = run_writer(name, "hang")  # run again: the same log goes on
+    assert second.stdout is not None and second.stdout.readline().split() == ["2"]
+    second.send_signal(signal.SIGKILL)  # a crash: its claim goes with it
+    second.wait(10)
+    third = run_writer(name)
+    assert third.communicate(timeout=30)[0].split() == ["3"]
+    with AtomicLog.attach(name) as log:
+        assert [int(v) for v in log.snapshot()] == [0, 1, 2]
+
+
+def test_exist_ok_refuses_a_log_of_other_dtype_or_capacities_showing_both(log_name: Names) -> None:
+    name = log_name()
+    with AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name):
+        for kwargs in ({"retained": 16, "segment": 4}, {"retained": 8, "segment": 2}):
+            with pytest.raises(LogMismatchError, match=r"exists with dtype int64, retained=8, segment=4.*asked"):
+                AtomicLog.new(dtype=np.int64, name=name, exist_ok=True, **kwargs)
+        with pytest.raises(LogMismatchError, match="float64"):
+            AtomicLog.new_claimed(retained=8, segment=4, dtype=np.float64, name=name, exist_ok=True)
+        with AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name, exist_ok=True) as again:
+            assert again.name == name
+        assert AtomicLog.attach(name).name == name  # the second handle did not unlink it: not its own
+
+
+def test_a_name_taken_without_exist_ok_says_what_to_do(log_name: Names) -> None:
+    name = log_name()
+    with AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name):
+        with pytest.raises(LogExistsError, match=rf"log named '{name}' already exists.*exist_ok=True") as info:
+            AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name)
+        assert info.value.__cause__ is None and "/" + name not in str(info.value)
+
+
+def test_exist_ok_with_a_writer_alive_elsewhere_names_its_pid(log_name: Names) -> None:
+    name = log_name()
+    proc = run_writer(name, "hang")
+    try:
+        assert proc.stdout is not None and proc.stdout.readline()
+        with pytest.raises(ClaimHeldError, match=rf"pid {proc.pid}") as info:
+            AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=name, exist_ok=True)
+        assert info.value.pid == proc.pid
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_attach_waits_for_a_log_to_appear(log_name: Names) -> None:
+    name = log_name()
+    made: list[AtomicLog] = []
+    timer = threading.Timer(0.2, lambda: made.append(AtomicLog.new(retained=8, segment=4, dtype="<i8", name=name)))
+    timer.start()
+    try:
+        begun = time.monotonic()
+        with AtomicLog.attach(name, timeout=10) as log:
+            assert 0.1 < time.monotonic() - begun < 5 and log.dtype == np.int64
+    finally:
+        timer.join()
+        for log in made:
+            log.close()
+            log.unlink()
+
+
+def test_attach_gives_up_after_its_timeout(log_name: Names) -> None:
+    begun = time.monotonic()
+    with pytest.raises(LogNotFoundError, match=r"appeared within 0.2 s"):
+        AtomicLog.attach(log_name(), timeout=0.2)
+    assert 0.15 < time.monotonic() - begun < 2
+    for bad in (-1, "1", True, float("nan")):
+        with pytest.raises(InvalidArgumentError, match="timeout"):
+            AtomicLog.attach(log_name(), timeout=bad)  # type: ignore[arg-type]
+    with pytest.raises(DtypeMismatchError), AtomicLog.new(retained=1, segment=1, dtype="<i4") as log:
+        AtomicLog.attach(log.name, dtype=np.int64, timeout=1)
+
+
+def test_info_is_the_state_of_the_log_in_one_value(log_name: Names) -> None:
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=log_name())
+    with log:
+        info = log.info()
+        assert isinstance(info, LogInfo)
+        assert (info.oldest, info.newest, info.end, info.records) == (None, None, 0, 0)
+        writer.extend(range(13))
+        info = log.info()
+        assert (info.name, info.dtype, info.retained_capacity, info.segment_capacity) == (log.name, np.int64, 8, 4)
+        assert (info.oldest, info.newest, info.end, info.records, info.head_segment) == (4, 12, 13, 9, 3)
+        assert [tuple(s) for s in info.segments] == [(1, 4, 4), (2, 8, 4), (3, 12, 1)]
+        assert (info.writer_pid, info.writer_active) == (os.getpid(), True)
+        assert abs(info.created - datetime.datetime.now().astimezone()) < datetime.timedelta(seconds=60)
+        assert info.regions >= 5 and info.memory_bytes >= 4 * 4 * 8
+        assert info.as_dict()["writer"] == {"held": True, "pid": os.getpid(), "status": f"held by pid {os.getpid()}"}
+        writer.close()
+        assert (log.info().writer_pid, log.info().writer_active) == (None, False)
+        assert any(i.name == log.name and i.records == 9 for i in list_logs())
+    assert log.name not in {i.name for i in list_logs()}
+
+
+def test_poll_length_is_its_record_count(log_name: Names) -> None:
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=log_name())
+    with log, writer:
+        cursor = log.cursor()
+        writer.extend(range(6))
+        batch = cursor.poll()
+        assert len(batch) == 6 and not hasattr(batch, "count") and not hasattr(batch, "index")
+        assert repr(batch) == "<Poll of 6 records from position 0, 0 missed>"
+        assert len(cursor.poll()) == 0
+        with pytest.raises(InvalidArgumentError):
+            log.cursor("latest")
+        with pytest.raises(TypeError, match="a Cursor cannot be pickled"):
+            cursor.__reduce__()
+
+
+def test_the_new_names_are_exported() -> None:
+    for name in ("LogInfo", "SegmentInfo", "list_logs", "ClaimHeldError", "LogMismatchError"):
+        assert name in atomic_log_shm.__all__
