@@ -63,7 +63,8 @@ def test_exist_ok_refuses_a_log_of_other_dtype_or_capacities_showing_both(log_na
     name = log_name()
     with AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name):
         for kwargs in ({"retained": 16, "segment": 4}, {"retained": 8, "segment": 2}):
-            with pytest.raises(LogMismatchError, match=r"exists with dtype int64, retained=8, segment=4.*asked"):
+            shown = r"exists with dtype int64, retained=8, segment=4.*asked"
+            with pytest.raises(LogMismatchError, match=shown):
                 AtomicLog.new(dtype=np.int64, name=name, exist_ok=True, **kwargs)
         with pytest.raises(LogMismatchError, match="float64"):
             AtomicLog.new_claimed(retained=8, segment=4, dtype=np.float64, name=name, exist_ok=True)
@@ -75,7 +76,8 @@ def test_exist_ok_refuses_a_log_of_other_dtype_or_capacities_showing_both(log_na
 def test_a_name_taken_without_exist_ok_says_what_to_do(log_name: Names) -> None:
     name = log_name()
     with AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name):
-        with pytest.raises(LogExistsError, match=rf"log named '{name}' already exists.*exist_ok=True") as info:
+        hint = rf"log named '{name}' already exists.*exist_ok=True"
+        with pytest.raises(LogExistsError, match=hint) as info:
             AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name)
         assert info.value.__cause__ is None and "/" + name not in str(info.value)
 
@@ -96,7 +98,9 @@ def test_exist_ok_with_a_writer_alive_elsewhere_names_its_pid(log_name: Names) -
 def test_attach_waits_for_a_log_to_appear(log_name: Names) -> None:
     name = log_name()
     made: list[AtomicLog] = []
-    timer = threading.Timer(0.2, lambda: made.append(AtomicLog.new(retained=8, segment=4, dtype="<i8", name=name)))
+    timer = threading.Timer(
+        0.2, lambda: made.append(AtomicLog.new(retained=8, segment=4, dtype="<i8", name=name))
+    )
     timer.start()
     try:
         begun = time.monotonic()
@@ -129,13 +133,15 @@ def test_info_is_the_state_of_the_log_in_one_value(log_name: Names) -> None:
         assert (info.oldest, info.newest, info.end, info.records) == (None, None, 0, 0)
         writer.extend(range(13))
         info = log.info()
-        assert (info.name, info.dtype, info.retained_capacity, info.segment_capacity) == (log.name, np.int64, 8, 4)
+        capacities = (info.retained_capacity, info.segment_capacity)
+        assert (info.name, info.dtype, capacities) == (log.name, np.int64, (8, 4))
         assert (info.oldest, info.newest, info.end, info.records, info.head_segment) == (4, 12, 13, 9, 3)
         assert [tuple(s) for s in info.segments] == [(1, 4, 4), (2, 8, 4), (3, 12, 1)]
         assert (info.writer_pid, info.writer_active) == (os.getpid(), True)
         assert abs(info.created - datetime.datetime.now().astimezone()) < datetime.timedelta(seconds=60)
         assert info.regions >= 5 and info.memory_bytes >= 4 * 4 * 8
-        assert info.as_dict()["writer"] == {"held": True, "pid": os.getpid(), "status": f"held by pid {os.getpid()}"}
+        pid = os.getpid()
+        assert info.as_dict()["writer"] == {"held": True, "pid": pid, "status": f"held by pid {pid}"}
         writer.close()
         assert (log.info().writer_pid, log.info().writer_active) == (None, False)
         assert any(i.name == log.name and i.records == 9 for i in list_logs())
