@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -43,22 +43,25 @@ class Chunk(NamedTuple):
         return f"Chunk(sequence={self.sequence}, start={self.start}, values={shown})"
 
 
-class _View(NamedTuple):
-    """Everything a snapshot shows. A refresh makes a new one aside and installs it with one
-    attribute store, so an exception at any point leaves the old view or the new one."""
-
-    chunks: list[Chunk]
-    length: int
-    head: int  # the newest segment shown (or mapped, if it had no records yet)
-    head_start: int  # the position of its record 0
-    head_count: int  # how many of its records are shown
-    head_array: npt.NDArray[Any]  # all of it, mapped, for growing the view in place
-    epoch_word: int  # the header words of the head's slot, for the hot path
-    count_word: int
-    missed: int  # what the refresh that made this view skipped
-
-
-_new_view = tuple.__new__  # _View(...) without the Python-level __new__ of a NamedTuple
+# Everything a snapshot shows, as one plain tuple (a refresh makes a new one aside and
+# installs it with one attribute store, so an exception at any point leaves the old view or
+# the new one; a plain tuple because its unpacking is several times faster than a
+# NamedTuple's fields on the hot path):
+#   chunks       list[Chunk], never changed once installed
+#   length       records shown
+#   head         the newest segment shown (or mapped, if it had no records yet)
+#   head_start   the position of its record 0
+#   head_count   how many of its records are shown
+#   head_array   all of it, mapped, for growing the view in place
+#   epoch_word   the header words of the head's slot, for the hot path
+#   count_word
+#   missed       what the refresh that made this view skipped
+_View = tuple[list[Chunk], int, int, int, int, npt.NDArray[Any], int, int, int]
+_CHUNKS: Final = 0
+_LENGTH: Final = 1
+_START: Final = 3
+_SHOWN: Final = 4
+_MISSED: Final = 8
 
 
 def _unseen(chunks: list[Chunk], since: int, end: int) -> int:
@@ -102,79 +105,77 @@ class Snapshot:
         words = reader.words
         view = self._view
         head = words[HEAD_WORD]  # pairs with the writer's head store, the last of a rollover
-        if head == view.head:
-            # The hot paths. The head's slot is retired only after the head has moved n
-            # segments on, and its epoch is changed first; the head load above saw no
-            # move, so the count loaded next is the head's own if the epoch loaded after
-            # it still names the head (steps 3 and 4 of the protocol in _reader).
-            count = words[view.count_word]  # pairs with the writer's count store
-            if count == view.head_count:  # nothing new: two loads
-                if view.missed:
-                    self._view = view._replace(missed=0)
+        # The hot paths. The head's slot is retired only after the head has moved n segments
+        # on, and its epoch is changed first; the head load above saw no move, so the count
+        # loaded next is the head's own if the epoch loaded after it still names the head
+        # (steps 3 and 4 of the protocol in _reader). Literal indices: this path is measured.
+        if head == view[2]:  # the head held
+            count = words[view[7]]  # its count word; pairs with the writer's count store
+            if count == view[4]:  # nothing new: two loads
+                if view[8]:  # the last refresh missed some: this one missed none
+                    self._view = (*view[:_MISSED], 0)
                 return
-            if words[view.epoch_word] == head and view.head_count < count <= reader.layout.segment_capacity:
-                chunk = _new_chunk(Chunk, (head, view.head_array[:count], view.head_start))
-                chunks = view.chunks[:-1] if view.head_count else view.chunks[:]
-                chunks.append(chunk)
-                self._view = _new_view(
-                    _View,
-                    (chunks, view.length + count - view.head_count, head, view.head_start, count,
-                     view.head_array, view.epoch_word, view.count_word, 0),
-                )  # fmt: skip
-                return
-        new = self._advance(view, head) if head > view.head else None
+        chunks, length, held, start, shown, array, epoch_word, count_word, _ = view
+        if head == held and words[epoch_word] == head and shown < count <= reader.layout.segment_capacity:
+            grown = chunks[:-1] if shown else chunks[:]  # a new list: the installed one never changes
+            grown.append(_new_chunk(Chunk, (head, array[:count], start)))
+            length += count - shown
+            self._view = (grown, length, head, start, count, array, epoch_word, count_word, 0)
+            return
+        new = self._advance(view, head) if head > held else None
         if new is None:
             new = reader.consistent(self._view_at)
-        end = view.head_start + view.head_count
-        self._view = new._replace(missed=_unseen(new.chunks, end, new.head_start + new.head_count))
+        _, _, _, new_start, new_shown, *_ = new
+        self._view = (*new[:_MISSED], _unseen(new[_CHUNKS], start + shown, new_start + new_shown))
 
     @property
     def start(self) -> int:
         """The position of the oldest record shown (``end`` if none is)."""
-        view = self._view
-        return view.chunks[0].start if view.chunks else view.head_start + view.head_count
+        chunks, _, _, start, shown, *_ = self._view
+        return chunks[0].start if chunks else start + shown
 
     @property
     def end(self) -> int:
         """One past the position of the newest record shown: the log's length at the view."""
         view = self._view
-        return view.head_start + view.head_count
+        return view[_START] + view[_SHOWN]
 
     @property
     def missed(self) -> int:
         """How many positions the last ``refresh()`` skipped: after the previous view's end
         but not shown by this one (reclaimed before it looked, or never written because the
         writer skipped them). 0 while the reader keeps up."""
-        return self._view.missed
+        return self._view[_MISSED]
 
     def _advance(self, view: _View, head: int) -> _View | None:
         """The view that keeps the held segments still retained and adds the newer ones;
         None if the writer moved on meanwhile (the caller rebuilds)."""
         reader = self._reader
+        chunks, _, held, _, _, held_array, *_ = view
         oldest = head - reader.layout.slot_count + 1
-        if view.head < oldest:
+        if held < oldest:
             return None
-        old_head = reader.slot(view.head)  # its final count: it is no longer the head
+        old_head = reader.slot(held)  # its final count: it is no longer the head
         head_slot = reader.slot(head)
         if old_head is None or head_slot is None:
             return None
         added: list[tuple[int, npt.NDArray[Any], int, int]] = []
-        for seq in range(view.head + 1, head + 1):
+        for seq in range(held + 1, head + 1):
             slot = reader.slot(seq) if seq != head else head_slot
             array = reader.segment(seq)
             if slot is None or array is None:
                 return None
             added.append((seq, array, *slot))
-        chunks = [c for c in view.chunks if c.sequence >= oldest and c.sequence != view.head]
+        kept = [c for c in chunks if c.sequence >= oldest and c.sequence != held]
         if old_head[1]:
-            chunks.append(Chunk(view.head, view.head_array[: old_head[1]], old_head[0]))
+            kept.append(Chunk(held, held_array[: old_head[1]], old_head[0]))
         for seq, array, start, count in added[:-1]:
             if count:
-                chunks.append(Chunk(seq, array[:count], start))
+                kept.append(Chunk(seq, array[:count], start))
         seq, array, start, count = added[-1]
         if count:
-            chunks.append(Chunk(seq, array[:count], start))
-        return self._view_of(chunks, head, start, count, array)
+            kept.append(Chunk(seq, array[:count], start))
+        return self._view_of(kept, head, start, count, array)
 
     def _view_at(self, head: int) -> _View | None:
         """The whole view with ``head`` as the head segment; None if the writer moved on."""
@@ -210,7 +211,7 @@ class Snapshot:
         layout = self._reader.layout
         length = sum(len(c.values) for c in chunks)
         epoch_word, count_word = layout.epoch_word(head), layout.count_word(head)
-        return _View(chunks, length, head, start, count, head_array, epoch_word, count_word, 0)
+        return (chunks, length, head, start, count, head_array, epoch_word, count_word, 0)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block, using no CPU, until records newer than this view are published or
@@ -218,28 +219,28 @@ class Snapshot:
         return self._reader.wait_beyond(self.end, timeout)
 
     def __len__(self) -> int:
-        return self._view.length
+        return self._view[_LENGTH]
 
     def __iter__(self) -> Iterator[Any]:
         """Every record shown, oldest first, as read-only numpy scalars."""
-        return itertools.chain.from_iterable(map(_values, self._view.chunks))
+        return itertools.chain.from_iterable(map(_values, self._view[_CHUNKS]))
 
     iter = __iter__
 
     def chunks(self) -> Iterator[Chunk]:
         """The records shown, one Chunk per segment, oldest first; empty segments are skipped."""
-        return iter(self._view.chunks)
+        return iter(self._view[_CHUNKS])
 
     def to_numpy(self) -> npt.NDArray[Any]:
         """Every record shown, as one contiguous array (a copy, writable, owned by you)."""
-        return _concatenate([chunk.values for chunk in self._view.chunks], self._reader.dtype)
+        return _concatenate([chunk.values for chunk in self._view[_CHUNKS]], self._reader.dtype)
 
     def latest(self, k: int) -> npt.NDArray[Any]:
         """The newest ``k`` records shown (fewer if the view holds fewer), as one copy."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise InvalidArgumentError(f"latest() takes a count >= 0, not {k!r}")
         parts: list[npt.NDArray[Any]] = []
-        for chunk in reversed(self._view.chunks):
+        for chunk in reversed(self._view[_CHUNKS]):
             if k <= 0:
                 break
             parts.append(chunk.values[-k:])
@@ -258,7 +259,7 @@ class Snapshot:
     def __repr__(self) -> str:
         return (
             f"<Snapshot of {self._reader.name!r} positions [{self.start}, {self.end}) "
-            f"len={len(self)} segments={len(self._view.chunks)}>"
+            f"len={len(self)} segments={len(self._view[_CHUNKS])}>"
         )
 
 
