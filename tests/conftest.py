@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from support import SHM, unique_name
 
 from atomic_log_shm import LogNotFoundError, remove_log
-
-SHM = "/dev/shm"
 
 
 def _entries() -> set[str]:
@@ -37,9 +35,8 @@ def log_name() -> Iterator[Callable[[], str]]:
     names: list[str] = []
 
     def make() -> str:
-        name = f"alstest-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        names.append(name)
-        return name
+        names.append(unique_name())
+        return names[-1]
 
     yield make
     for name in names:

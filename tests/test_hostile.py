@@ -24,18 +24,15 @@ from __future__ import annotations
 
 import errno
 import faulthandler
-import inspect
 import json
 import mmap
 import os
-import re
 import resource
 import select
 import signal
 import stat
 import subprocess
 import sys
-import textwrap
 import time
 import traceback
 from collections import Counter
@@ -49,6 +46,7 @@ import posix_ipc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import SHM, mappings_and_fds, mappings_of, regions_of, segments_of, values
 
 from atomic_log_shm import (
     AtomicLog,
@@ -61,8 +59,8 @@ from atomic_log_shm import (
 )
 from atomic_log_shm._header import FIXED, MAX_DTYPE_SIZE, SLOT, header_size
 
-SHM = Path("/dev/shm")
 REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 CASE_SECONDS = 10  # a fuzz case that takes longer is a hang (SIGALRM ends the child)
 FUZZ_EXAMPLES = int(os.environ.get("HOSTILE_FUZZ_EXAMPLES", "1500"))
 PAGE = mmap.PAGESIZE
@@ -76,32 +74,9 @@ def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
         print(f"\n[hostile] {line}")
 
 
-def log_entries(name: str) -> list[str]:
-    """The /dev/shm entries of log ``name``: its header and its segments, any nonce."""
-    return sorted(e for e in os.listdir(SHM) if e == name or e.startswith(name + "@"))
-
-
 def segment_entries(name: str) -> list[str]:
     """The /dev/shm entries of the segments of logs called ``name``, any nonce."""
-    return [e for e in log_entries(name) if re.fullmatch(re.escape(name) + r"@[0-9a-f]{16}\.[0-9]+", e)]
-
-
-def log_mappings(name: str) -> list[tuple[str, str]]:
-    """(region, permissions such as 'r--s') of each mapping of log ``name`` in this process."""
-    header = "/dev/shm/" + name
-    found = []
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            fields = line.split(maxsplit=5)
-            path = fields[5].strip().removesuffix(" (deleted)") if len(fields) == 6 else ""
-            if path == header or path.startswith(header + "@"):
-                found.append((path.removeprefix("/dev/shm/"), fields[1]))
-    return found
-
-
-def mappings_and_fds(name: str) -> tuple[int, int]:
-    """How many mappings of log ``name``'s regions, and how many descriptors, this process holds."""
-    return len(log_mappings(name)), len(os.listdir("/proc/self/fd"))
+    return [entry for _, entry in segments_of(name)]
 
 
 def overwrite_header(name: str, content: bytes) -> None:
@@ -123,9 +98,6 @@ def read_header(name: str) -> bytes:
     finally:
         shm.close_fd()
 
-
-def values(snap: Snapshot) -> list[int]:
-    return [int(v) for c in snap.chunks() for v in c.values]
 
 
 # ---------------------------------------------------------------------------------------
@@ -618,6 +590,7 @@ def test_a_claim_on_a_header_region_with_slack_works_and_is_released(
 # child prints what it saw as JSON; the tests below check it. A SIGBUS anywhere in it
 # would end it with -SIGBUS instead of that report.
 
+
 OUT_OF_SPACE = r"""
 import errno, json, os, subprocess, sys, traceback
 import numpy as np
@@ -914,34 +887,6 @@ def test_reader_and_writer_in_one_process_hold_bounded_mappings_through_12000_ro
     )
 
 
-WRITER = (
-    inspect.getsource(log_mappings)
-    + inspect.getsource(mappings_and_fds)
-    + textwrap.dedent(
-        """
-    import json, sys, time
-    from atomic_log_shm import AtomicLog
-
-    name, total = sys.argv[1], int(sys.argv[2])
-    baseline = mappings_and_fds(name)[1]
-    log = AtomicLog.attach(name)
-    writer = log.try_claim_writer()
-    samples = []
-    for i in range(total):
-        writer.append(i)
-        if i % 4 == 0:
-            time.sleep(0.0002)  # pace the writer, so that the reader sees most segments
-        if i % 250 == 0 and i:
-            samples.append(mappings_and_fds(name))
-    samples.append(mappings_and_fds(name))
-    writer.close()
-    log.close()
-    print(json.dumps({"baseline": baseline, "samples": samples}))
-    """
-    )
-)
-
-
 def test_reader_following_a_writer_process_through_12000_rollovers_holds_bounded_mappings(
     log_name: Callable[[], str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -949,7 +894,7 @@ def test_reader_following_a_writer_process_through_12000_rollovers_holds_bounded
     baseline = mappings_and_fds(name)[1]
     with AtomicLog.new(retained=slots - 1, segment=1, dtype=np.int64, name=name) as log:
         writer = subprocess.Popen(
-            [sys.executable, "-c", "import os\n" + WRITER, name, str(ROLLOVERS + 1)],
+            [sys.executable, str(TESTS / "hostile_rollover_writer.py"), name, str(ROLLOVERS + 1)],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -1051,7 +996,7 @@ def test_writer_of_more_segments_than_descriptors_to_spare_works_or_raises_an_at
 def assert_modes(name: str, mode: int) -> None:
     """The header and every segment have exactly ``mode``; any other region of the log (a
     helper region readers may write) gives read access to exactly whom ``mode`` does."""
-    modes = {e: stat.S_IMODE(os.stat(SHM / e).st_mode) for e in log_entries(name)}
+    modes = {e: stat.S_IMODE(os.stat(f"{SHM}/{e}").st_mode) for e in regions_of(name)}
     assert segment_entries(name), modes
     for entry in [name, *segment_entries(name)]:
         assert modes.pop(entry) == mode, (entry, oct(mode))
@@ -1130,10 +1075,10 @@ def test_readers_map_the_log_read_only_and_cannot_write_through_their_arrays(
         record = next(iter(snap))
         with pytest.raises((TypeError, ValueError)):
             record[...] = 7
-        mappings = log_mappings(name)
+        mappings = mappings_of(name)
         shown = {f"{name}@{nonce_of(name):016x}.{seq}" for seq in (0, 1, 2)}
-        assert {name, *shown} <= {region for region, _ in mappings}, mappings
-        assert all("w" not in perms and perms.startswith("r") for _, perms in mappings), mappings
+        assert {name, *shown} <= {m.region for m in mappings}, mappings
+        assert all("w" not in m.perms and m.perms.startswith("r") for m in mappings), mappings
         assert values(snap) == [0, 1, 2, 3, 4]
 
 
@@ -1148,7 +1093,7 @@ def test_a_name_of_200_characters_works_and_one_of_201_is_refused(log_name: Call
             writer.extend(range(1000))
             assert values(AtomicLog.attach(name).snapshot()) == [997, 998, 999]
     finally:
-        if log_entries(name):
+        if regions_of(name):
             remove_log(name)
     too_long = name + "n"
     for call in (
@@ -1236,14 +1181,14 @@ def test_unlink_removes_every_region_of_its_log_and_remove_log_every_other_one_t
     log, own, other = make_crashed_log(name)
     with log:
         snap = log.snapshot()
-        assert set(own) < set(log_entries(name))
+        assert set(own) < set(regions_of(name))
         log.unlink()
-        assert log_entries(name) == sorted(other)  # another log's segments are not its own
+        assert regions_of(name) == sorted(other)  # another log's segments are not its own
         assert values(snap) == list(range(20, 25))  # mapped views outlive the names
         with pytest.raises(LogNotFoundError):
             AtomicLog.attach(name)
         assert remove_log(name) == len(other)
-        assert log_entries(name) == []
+        assert regions_of(name) == []
         with pytest.raises(LogNotFoundError):
             remove_log(name)
 
@@ -1252,10 +1197,10 @@ def test_remove_log_removes_the_header_and_the_segments_of_every_nonce(log_name:
     name = log_name()
     log, _, _ = make_crashed_log(name)
     with log:
-        entries = log_entries(name)
+        entries = regions_of(name)
         assert len(entries) >= 1 + 3 + len(OWN_ORPHANS) + len(OTHER_ORPHANS)
         assert remove_log(name) == len(entries)
-        assert log_entries(name) == []
+        assert regions_of(name) == []
 
 
 def test_reclaimed_writer_removes_its_logs_orphans_at_claim_and_nothing_else(
@@ -1272,8 +1217,8 @@ def test_reclaimed_writer_removes_its_logs_orphans_at_claim_and_nothing_else(
             left = set(segment_entries(name)) - {*window, *other}
             made_ahead = f"{name}@{nonce_of(name):016x}.13"  # a writer may make its next segment early
             assert left <= {made_ahead}, sorted(left)
-            assert all(os.stat(SHM / e).st_size == 16 for e in left)  # not the size-0 orphan
-            assert set(window) | set(other) <= set(log_entries(name))
+            assert all(os.stat(f"{SHM}/{e}").st_size == 16 for e in left)  # not the size-0 orphan
+            assert set(window) | set(other) <= set(regions_of(name))
             assert values(log.snapshot()) == shown
             writer.extend(range(25, 40))
             assert values(log.snapshot()) == list(range(34, 40))
