@@ -1,7 +1,7 @@
 """Hostile conditions: a damaged header, a full /dev/shm, long runs, permissions, cleanup.
 
-Items 4-8 of the reliability issue. docs/reliability-hostile.part.md states each guarantee,
-what is out of scope, and the figures of the last run.
+Items 4-8 of the reliability issue. docs/reliability.md (from "A hostile or damaged header"
+to "Cleanup") states each guarantee, what is out of scope, and the figures of the last run.
 
 4. A damaged header region is fuzzed in forked children: the child overwrites the header
    (after taking a snapshot through it, and before attaching anew), then reads through the
@@ -587,181 +587,9 @@ def test_a_claim_on_a_header_region_with_slack_works_and_is_released(
 #
 # The scenarios run in a child with a mount namespace of its own (unshare --mount), where
 # /dev/shm is a fresh tmpfs of a few pages; each phase mounts a new one over the last. The
-# child prints what it saw as JSON; the tests below check it. A SIGBUS anywhere in it
-# would end it with -SIGBUS instead of that report.
+# child (hostile_out_of_space.py) prints what it saw as JSON; the tests below check it. A
+# SIGBUS anywhere in it would end it with -SIGBUS instead of that report.
 
-
-OUT_OF_SPACE = r"""
-import errno, json, os, subprocess, sys, traceback
-import numpy as np
-import atomic_log_shm as al
-
-PAGE = os.sysconf("SC_PAGE_SIZE")
-SHM = "/dev/shm"
-facts = {}
-
-
-def tmpfs(options):
-    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", SHM], check=True)
-
-
-def entries():
-    return sorted(os.listdir(SHM))
-
-
-def free():
-    st = os.statvfs(SHM)
-    return st.f_bavail * st.f_frsize
-
-
-def fill_leaving(room):
-    # Take all the room but `room` bytes with a file that is no log. A writer making a
-    # segment ahead may take room meanwhile: then take what is left.
-    fd = os.open(SHM + "/ballast", os.O_CREAT | os.O_RDWR, 0o600)
-    try:
-        for _ in range(100):
-            size = os.fstat(fd).st_size + free() - room
-            if size <= os.fstat(fd).st_size:
-                return
-            try:
-                os.posix_fallocate(fd, 0, size)
-                return
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-    finally:
-        os.close(fd)
-
-
-def values(snap):
-    return [int(v) for c in snap.chunks() for v in c.values]
-
-
-def error(exc):
-    return {"mro": [c.__name__ for c in type(exc).__mro__], "errno": getattr(exc, "errno", None),
-            "published": getattr(exc, "published", None)}
-
-
-def rollover():
-    # Segments of 1024 int64 records (two pages); the tmpfs keeps less than one free.
-    tmpfs("size=1m")
-    seg = 1024
-    writer, log = al.AtomicLog.new_claimed(retained=2 * seg, segment=seg, dtype=np.int64, name="oos")
-    reader = al.AtomicLog.attach("oos")
-    snap = reader.snapshot()
-    n = seg + 10
-    writer.extend(np.arange(n))
-    fill_leaving(seg * 8 - PAGE)
-    # extend() across a segment boundary: the records that fit the head are published, the
-    # rollover fails. A writer that makes segments ahead may have one more made already.
-    for _ in range(4):
-        room = -n % seg
-        before = entries()
-        try:
-            writer.extend(np.arange(n, n + room + 3))
-        except al.OutOfSpaceError as exc:
-            facts["extend"] = dict(error(exc), room=room)
-            n += exc.published
-            break
-        n += room + 3
-    snap.refresh()
-    facts["extend_left_no_region"] = entries() == before
-    facts["extend_published_contiguous"] = values(snap) == list(range(values(snap)[0], n))
-    # append() that rolls over, twice: each fails and changes nothing.
-    facts["append"] = []
-    for _ in range(2):
-        before, shown, seen = entries(), values(snap), {"mro": []}
-        try:
-            writer.append(n)
-        except al.OutOfSpaceError as exc:
-            seen = error(exc)
-        snap.refresh()
-        seen.update(
-            left_no_region=entries() == before,
-            snapshot_unchanged=values(snap) == shown,
-            fresh_snapshot_same=values(al.AtomicLog.attach("oos").snapshot()) == shown,
-        )
-        facts["append"].append(seen)
-    # Room made: the same append succeeds, and the log goes on (rollovers, reclaiming).
-    os.unlink(SHM + "/ballast")
-    writer.append(n)
-    n += 1
-    snap.refresh()
-    facts["retry_shows_record"] = values(snap)[-1] == n - 1
-    writer.extend(np.arange(n, n + 10 * seg))
-    n += 10 * seg
-    snap.refresh()
-    facts["after_retry_contiguous"] = values(snap) == list(range(n - len(snap), n)) and len(snap) > 2 * seg
-    writer.close()
-    log.unlink()
-    facts["after_unlink"] = entries()
-
-
-def new_too_big():
-    tmpfs("size=64k")
-    try:
-        al.AtomicLog.new(retained=1 << 15, segment=1 << 14, dtype=np.int64, name="big")  # 128 KiB segments
-    except al.OutOfSpaceError as exc:
-        facts["new_segment_too_big"] = error(exc)
-    facts["new_segment_too_big_left"] = entries()
-    fill_leaving(PAGE)  # room for the header, not for segment 0
-    try:
-        al.AtomicLog.new(retained=2048, segment=1024, dtype=np.int64, name="half")
-    except al.OutOfSpaceError as exc:
-        facts["new_header_only"] = error(exc)
-    facts["new_header_only_left"] = entries()
-    fill_leaving(0)
-    try:
-        al.AtomicLog.new(retained=4, segment=2, dtype=np.int64, name="none")
-    except al.OutOfSpaceError as exc:
-        facts["new_no_room"] = error(exc)
-    facts["new_no_room_left"] = entries()
-
-
-CONTROL = '''
-import mmap, posix_ipc
-shm = posix_ipc.SharedMemory("/control", posix_ipc.O_CREX, size=1 << 20)  # ftruncate only
-region = mmap.mmap(shm.fd, 1 << 20)
-for at in range(0, 1 << 20, 4096):
-    region[at] = 1
-'''
-
-
-def sigbus_control():
-    # The same tmpfs without posix_fallocate: a store to a page that cannot be had.
-    tmpfs("size=64k")
-    facts["control_returncode"] = subprocess.run([sys.executable, "-c", CONTROL], timeout=60).returncode
-
-
-def out_of_inodes():
-    tmpfs("size=1m")
-    writer, log = al.AtomicLog.new_claimed(retained=4, segment=2, dtype=np.int64, name="ino")
-    writer.extend(np.arange(4))  # segments 0 and 1; segment 2 will need a new inode
-    st = os.statvfs(SHM)
-    subprocess.run(["mount", "-o", f"remount,nr_inodes={st.f_files - st.f_ffree}", SHM], check=True)
-    snap = log.snapshot()
-    before, shown = entries(), values(snap)
-    try:
-        writer.append(4)
-    except Exception as exc:
-        facts["inodes"] = error(exc)
-    snap.refresh()
-    facts["inodes"].update(left_no_region=entries() == before, snapshot_unchanged=values(snap) == shown)
-
-
-try:
-    subprocess.run(["mount", "--make-rprivate", "/"], check=True, capture_output=True)
-    tmpfs("size=64k")
-except (OSError, subprocess.CalledProcessError) as exc:
-    print(json.dumps({"cannot_mount": str(exc)}))
-    sys.exit(0)
-for phase in (rollover, new_too_big, sigbus_control, out_of_inodes):
-    try:
-        phase()
-    except BaseException:
-        facts[phase.__name__ + "_failed"] = traceback.format_exc()
-print(json.dumps(facts))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -769,7 +597,7 @@ def out_of_space() -> dict[str, Any]:
     """What the scenarios above saw, and how their process ended."""
     try:
         done = subprocess.run(
-            ["unshare", "--mount", "--", sys.executable, "-c", OUT_OF_SPACE],
+            ["unshare", "--mount", "--", sys.executable, str(TESTS / "hostile_out_of_space.py")],
             cwd=REPO,
             capture_output=True,
             text=True,
