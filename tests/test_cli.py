@@ -324,7 +324,7 @@ def test_the_library_does_not_import_the_command_line_or_rich() -> None:
 
 
 def test_demo_runs_and_leaves_nothing_behind() -> None:
-    # The autouse fixture fails this test if anything is left in /dev/shm.
+    # The autouse fixture fails this test if the demo's log (named after its pid) is left in /dev/shm.
     result = cli("demo", "--duration", "1", "--readers", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "r0: lag" in result.stdout and "r1: lag" in result.stdout
