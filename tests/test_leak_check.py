@@ -84,6 +84,7 @@ MEANWHILE = """
 import os, subprocess, sys, time
 import numpy as np
 import pytest
+from support import SHM
 from atomic_log_shm import AtomicLog
 
 CHILD = "import atomic_log_shm as al; al.AtomicLog.new(retained=4, segment=2, dtype='i8').unlink()"
@@ -91,9 +92,9 @@ CHILD = "import atomic_log_shm as al; al.AtomicLog.new(retained=4, segment=2, dt
 
 @pytest.mark.parametrize("i", range(3))
 def test_an_entry_of_another_program_appears_and_outlives_this_test(i):
-    before = set(os.listdir("/dev/shm"))
+    before = set(os.listdir(SHM))
     deadline = time.monotonic() + 30
-    while not set(os.listdir("/dev/shm")) - before:
+    while not set(os.listdir(SHM)) - before:
         assert time.monotonic() < deadline, "the other program made nothing"
         time.sleep(0.002)
 
