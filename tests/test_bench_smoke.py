@@ -1,7 +1,8 @@
 """The benchmark suite runs end to end in its quick mode and reports every scenario.
 
 No timing is asserted: this machine's numbers are the bench's business, not the tests'. The
-autouse fixture in conftest.py checks that the run left nothing in /dev/shm.
+autouse fixture in conftest.py checks that the run left none of its logs and regions in
+/dev/shm (``alog-<pid>-...`` and ``alogbench-<pid>-...``, the pid of the bench process).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from support import SHM, regions_of
 
 from atomic_log_shm import _cli
 
@@ -49,10 +50,6 @@ def record(n: int) -> str:
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=TIMEOUT)
-
-
-def shm_entries(name: str) -> list[str]:
-    return [e for e in os.listdir("/dev/shm") if e == name or e.startswith(name + "@")]
 
 
 class WriterProcess:
@@ -116,7 +113,7 @@ def test_inspect_says_the_header_in_words(writer: WriterProcess) -> None:
     assert "3 retained: 1..2 full, 3 (head) holds 1 of 4" in text
     assert "positions     4 .. 12 (9 records)" in text
     assert f"writer        held by pid {writer.pid}" in text
-    assert f"in {len(shm_entries(writer.name))} shared-memory regions" in text
+    assert f"in {len(regions_of(writer.name))} shared-memory regions" in text
 
 
 def test_inspect_json(writer: WriterProcess) -> None:
@@ -135,7 +132,7 @@ def test_inspect_json(writer: WriterProcess) -> None:
     ]
     assert (info["first_position"], info["last_position"], info["records"]) == (4, 12, 9)
     assert info["writer"] == {"held": True, "pid": writer.pid, "status": f"held by pid {writer.pid}"}
-    sizes = [os.stat(f"/dev/shm/{e}").st_size for e in shm_entries(writer.name)]
+    sizes = [os.stat(f"{SHM}/{e}").st_size for e in regions_of(writer.name)]
     assert info["memory_bytes"] == sum(sizes) and info["regions"] == len(sizes)
     assert abs(info["created_ns"] / 1e9 - time.time()) < TIMEOUT
 
@@ -254,23 +251,23 @@ def test_ls_lists_the_log(writer: WriterProcess) -> None:
 def test_ls_and_rm_handle_segments_a_crashed_log_left_behind(writer: WriterProcess) -> None:
     writer.append(5)
     writer.stop()
-    os.unlink(f"/dev/shm/{writer.name}")  # the header gone, its segments left: an orphan
+    os.unlink(f"{SHM}/{writer.name}")  # the header gone, its segments left: an orphan
     rows = json.loads(cli("ls", "--json").stdout)
     orphan = next(r for r in rows if r["name"] == writer.name)
-    assert orphan["orphaned"] and orphan["regions"] == len(shm_entries(writer.name)) >= 2
+    assert orphan["orphaned"] and orphan["regions"] == len(regions_of(writer.name)) >= 2
     result = cli("rm", writer.name)
     assert result.returncode == 0, result.stderr
-    assert shm_entries(writer.name) == []
+    assert regions_of(writer.name) == []
 
 
 def test_rm_removes_the_log_and_leaves_nothing(writer: WriterProcess) -> None:
     writer.append(9)
     writer.stop()
-    assert shm_entries(writer.name)
+    assert regions_of(writer.name)
     result = cli("rm", writer.name)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"removed {writer.name} (")
-    assert shm_entries(writer.name) == []
+    assert regions_of(writer.name) == []
     assert writer.name not in cli("ls").stdout
 
 
@@ -327,7 +324,7 @@ def test_the_library_does_not_import_the_command_line_or_rich() -> None:
 
 
 def test_demo_runs_and_leaves_nothing_behind() -> None:
-    # The autouse fixture fails this test if anything is left in /dev/shm.
+    # The autouse fixture fails this test if the demo's log (named after its pid) is left in /dev/shm.
     result = cli("demo", "--duration", "1", "--readers", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "r0: lag" in result.stdout and "r1: lag" in result.stdout

@@ -18,7 +18,6 @@ import itertools
 import math
 import multiprocessing
 import os
-import re
 import signal
 import time
 from collections import Counter, deque
@@ -28,13 +27,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import SHM, regions_of, segments_of
 
 from atomic_log_shm import AtomicLog, Chunk, LogNotFoundError, Snapshot
 from atomic_log_shm._header import FIXED, NO_SEGMENT, SLOT
 
 # fork: a child starts in milliseconds, which is what makes hundreds of kills affordable.
 CTX = multiprocessing.get_context("fork")
-SHM = "/dev/shm"
 DTYPE = np.dtype([("pos", "<i8"), ("check", "<u8")])
 GOLDEN = 0x9E3779B97F4A7C15
 MASK = (1 << 64) - 1
@@ -122,18 +121,11 @@ def header_state(name: str) -> tuple[int, np.ndarray]:
 
 def segment_files(name: str) -> dict[int, int]:
     """{segment number: size in bytes} of every segment region of log ``name`` in /dev/shm."""
-    pattern = re.compile(re.escape(name) + r"@[0-9a-f]{16}\.([0-9]+)")
     found = {}
-    for entry in os.listdir(SHM):
-        m = pattern.fullmatch(entry)
-        if m:
-            with contextlib.suppress(FileNotFoundError):
-                found[int(m[1])] = os.stat(os.path.join(SHM, entry)).st_size
+    for seq, entry in segments_of(name):
+        with contextlib.suppress(FileNotFoundError):
+            found[seq] = os.stat(os.path.join(SHM, entry)).st_size
     return found
-
-
-def leftovers(name: str) -> list[str]:
-    return sorted(e for e in os.listdir(SHM) if e == name or e.startswith(name + "@"))
 
 
 @contextlib.contextmanager
@@ -232,7 +224,7 @@ def kill_stage(name: str, head: int, slots: np.ndarray, segments: dict[int, int]
         return REGION_BEING_MADE
     # A region made in a rollover is zeroed; one kept from a reclaimed segment holds records
     # (its last one has pos > 0). The writer is dead: opening the region disturbs nobody.
-    (path,) = [e for e in os.listdir(SHM) if e.startswith(f"{name}@") and e.endswith(f".{nxt}")]
+    (path,) = [e for seq, e in segments_of(name) if seq == nxt]
     with open(os.path.join(SHM, path), "rb") as f:
         f.seek(segments[nxt] - DTYPE.itemsize)
         return REGION_MADE if not any(f.read()) else KEPT_AHEAD
@@ -430,7 +422,7 @@ def kill_writer_repeatedly(
         totals["kills"] += kills
         totals["records published"] += last + 1
     # The log's owner unlinked it: nothing of the log or its dead writers stays.
-    assert leftovers(name) == [], f"{tag}: left in /dev/shm after unlink: {leftovers(name)}"
+    assert regions_of(name) == [], f"{tag}: left in /dev/shm after unlink: {regions_of(name)}"
 
 
 def test_writer_sigkilled_anywhere_loses_repeats_tears_and_leaks_nothing(log_name: Any) -> None:
@@ -571,7 +563,7 @@ def test_writer_sigkilled_at_each_step_of_a_rollover_loses_nothing_and_next_clai
                 last = int(view["pos"][-1])
                 kills += 1
             claim_here_after_last_kill(log, last, tag)
-        assert leftovers(name) == [], f"{tag}: left in /dev/shm after unlink: {leftovers(name)}"
+        assert regions_of(name) == [], f"{tag}: left in /dev/shm after unlink: {regions_of(name)}"
     print(f" [{kills} kills {point}]", end="")
 
 
@@ -832,7 +824,7 @@ def test_readers_sigkilled_holding_snapshots_stop_nothing_and_leave_nothing(log_
         finally:
             again.close()
         log.unlink()
-        assert leftovers(name) == [], f"left in /dev/shm after unlink: {leftovers(name)}"
+        assert regions_of(name) == [], f"left in /dev/shm after unlink: {regions_of(name)}"
         with pytest.raises(LogNotFoundError):
             AtomicLog.attach(name)
     # ... and its name can carry a new log at once.
@@ -840,7 +832,7 @@ def test_readers_sigkilled_holding_snapshots_stop_nothing_and_leave_nothing(log_
     with log, writer:
         writer.extend(records(0, 5))
         assert last_pos(list(AtomicLog.attach(name).snapshot().chunks())) == 4
-    assert leftovers(name) == []
+    assert regions_of(name) == []
 
     problems = Counter()
     views = records_checked = 0
@@ -885,7 +877,7 @@ def _wait_poll_and_verify(name: str, conn: Connection) -> None:
 
 def waiting_flag(name: str) -> int:
     """The 'waiting' word of the log's wait region (see atomic_log_shm/_wait.py)."""
-    (path,) = [e for e in os.listdir(SHM) if e.startswith(name + "@") and e.endswith(".wait")]
+    (path,) = [e for e in regions_of(name) if e.endswith(".wait")]
     return int(np.fromfile(os.path.join(SHM, path), "<i8", count=2)[1])
 
 
@@ -957,7 +949,7 @@ def test_readers_sigkilled_asleep_in_wait_cost_the_writer_one_wake_and_others_st
         sigkill(survivors)
         publish(1)
         assert waiting_flag(name) == 0
-    assert leftovers(name) == []
+    assert regions_of(name) == []
     print(
         f"\nwaiters killed: {rounds * 6} readers SIGKILLed asleep in wait(); the writer's slowest "
         f"publication {slowest_publication * 1000:.2f} ms; surviving waiters woke "

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import re
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import posix_ipc
 import pytest
+from support import SHM, regions_of, segment_number
 
 import atomic_log_shm
 from atomic_log_shm import (
@@ -41,7 +41,6 @@ from atomic_log_shm import (
 )
 from atomic_log_shm._header import FIXED, SLOT, slot_count
 
-SHM = "/dev/shm"
 TICK = np.dtype([("price", "<f8"), ("qty", "<i8")])
 GOOD = {np.dtype(np.int64): 7, np.dtype(np.int8): 7, TICK: (1.5, 2)}
 
@@ -54,13 +53,9 @@ def state(log: AtomicLog) -> tuple[list[tuple[int, list[Any]]], int]:
     return [(c.sequence, c.values.tolist()) for c in snap.chunks()], len(snap)
 
 
-def regions_of(name: str) -> list[str]:
-    return sorted(e for e in os.listdir(SHM) if e == name or e.startswith(name + "@"))
-
-
 def modes(name: str) -> set[int]:
     """The permissions of the regions holding log ``name``'s data: its header and segments."""
-    data = [r for r in regions_of(name) if r == name or re.fullmatch(r".*@[0-9a-f]{16}\.[0-9]+", r)]
+    data = [r for r in regions_of(name) if r == name or segment_number(name, r) is not None]
     return {os.stat(os.path.join(SHM, r)).st_mode & 0o7777 for r in data}
 
 

@@ -1,5 +1,5 @@
 """Every script in examples/ runs to completion, as a new user would run it, and cleans up
-(the autouse fixture fails a test that leaves anything in /dev/shm)."""
+(the autouse fixture fails a test that leaves a log in /dev/shm: a script's logs bear its pid)."""
 
 from __future__ import annotations
 

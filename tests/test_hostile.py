@@ -1,7 +1,7 @@
 """Hostile conditions: a damaged header, a full /dev/shm, long runs, permissions, cleanup.
 
-Items 4-8 of the reliability issue. docs/reliability-hostile.part.md states each guarantee,
-what is out of scope, and the figures of the last run.
+Items 4-8 of the reliability issue. docs/reliability.md (from "A hostile or damaged header"
+to "Cleanup") states each guarantee, what is out of scope, and the figures of the last run.
 
 4. A damaged header region is fuzzed in forked children: the child overwrites the header
    (after taking a snapshot through it, and before attaching anew), then reads through the
@@ -24,18 +24,15 @@ from __future__ import annotations
 
 import errno
 import faulthandler
-import inspect
 import json
 import mmap
 import os
-import re
 import resource
 import select
 import signal
 import stat
 import subprocess
 import sys
-import textwrap
 import time
 import traceback
 from collections import Counter
@@ -49,6 +46,7 @@ import posix_ipc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import SHM, mappings_and_fds, mappings_of, regions_of, segments_of, values
 
 from atomic_log_shm import (
     AtomicLog,
@@ -61,8 +59,8 @@ from atomic_log_shm import (
 )
 from atomic_log_shm._header import FIXED, MAX_DTYPE_SIZE, SLOT, header_size
 
-SHM = Path("/dev/shm")
 REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 CASE_SECONDS = 10  # a fuzz case that takes longer is a hang (SIGALRM ends the child)
 FUZZ_EXAMPLES = int(os.environ.get("HOSTILE_FUZZ_EXAMPLES", "1500"))
 PAGE = mmap.PAGESIZE
@@ -76,32 +74,9 @@ def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
         print(f"\n[hostile] {line}")
 
 
-def log_entries(name: str) -> list[str]:
-    """The /dev/shm entries of log ``name``: its header and its segments, any nonce."""
-    return sorted(e for e in os.listdir(SHM) if e == name or e.startswith(name + "@"))
-
-
 def segment_entries(name: str) -> list[str]:
     """The /dev/shm entries of the segments of logs called ``name``, any nonce."""
-    return [e for e in log_entries(name) if re.fullmatch(re.escape(name) + r"@[0-9a-f]{16}\.[0-9]+", e)]
-
-
-def log_mappings(name: str) -> list[tuple[str, str]]:
-    """(region, permissions such as 'r--s') of each mapping of log ``name`` in this process."""
-    header = "/dev/shm/" + name
-    found = []
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            fields = line.split(maxsplit=5)
-            path = fields[5].strip().removesuffix(" (deleted)") if len(fields) == 6 else ""
-            if path == header or path.startswith(header + "@"):
-                found.append((path.removeprefix("/dev/shm/"), fields[1]))
-    return found
-
-
-def mappings_and_fds(name: str) -> tuple[int, int]:
-    """How many mappings of log ``name``'s regions, and how many descriptors, this process holds."""
-    return len(log_mappings(name)), len(os.listdir("/proc/self/fd"))
+    return [entry for _, entry in segments_of(name)]
 
 
 def overwrite_header(name: str, content: bytes) -> None:
@@ -123,9 +98,6 @@ def read_header(name: str) -> bytes:
     finally:
         shm.close_fd()
 
-
-def values(snap: Snapshot) -> list[int]:
-    return [int(v) for c in snap.chunks() for v in c.values]
 
 
 # ---------------------------------------------------------------------------------------
@@ -624,180 +596,9 @@ def test_a_claim_on_a_header_region_with_slack_works_and_is_released(
 #
 # The scenarios run in a child with a mount namespace of its own (unshare --mount), where
 # /dev/shm is a fresh tmpfs of a few pages; each phase mounts a new one over the last. The
-# child prints what it saw as JSON; the tests below check it. A SIGBUS anywhere in it
-# would end it with -SIGBUS instead of that report.
+# child (hostile_out_of_space.py) prints what it saw as JSON; the tests below check it. A
+# SIGBUS anywhere in it would end it with -SIGBUS instead of that report.
 
-OUT_OF_SPACE = r"""
-import errno, json, os, subprocess, sys, traceback
-import numpy as np
-import atomic_log_shm as al
-
-PAGE = os.sysconf("SC_PAGE_SIZE")
-SHM = "/dev/shm"
-facts = {}
-
-
-def tmpfs(options):
-    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", SHM], check=True)
-
-
-def entries():
-    return sorted(os.listdir(SHM))
-
-
-def free():
-    st = os.statvfs(SHM)
-    return st.f_bavail * st.f_frsize
-
-
-def fill_leaving(room):
-    # Take all the room but `room` bytes with a file that is no log. A writer making a
-    # segment ahead may take room meanwhile: then take what is left.
-    fd = os.open(SHM + "/ballast", os.O_CREAT | os.O_RDWR, 0o600)
-    try:
-        for _ in range(100):
-            size = os.fstat(fd).st_size + free() - room
-            if size <= os.fstat(fd).st_size:
-                return
-            try:
-                os.posix_fallocate(fd, 0, size)
-                return
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-    finally:
-        os.close(fd)
-
-
-def values(snap):
-    return [int(v) for c in snap.chunks() for v in c.values]
-
-
-def error(exc):
-    return {"mro": [c.__name__ for c in type(exc).__mro__], "errno": getattr(exc, "errno", None),
-            "published": getattr(exc, "published", None)}
-
-
-def rollover():
-    # Segments of 1024 int64 records (two pages); the tmpfs keeps less than one free.
-    tmpfs("size=1m")
-    seg = 1024
-    writer, log = al.AtomicLog.new_claimed(retained=2 * seg, segment=seg, dtype=np.int64, name="oos")
-    reader = al.AtomicLog.attach("oos")
-    snap = reader.snapshot()
-    n = seg + 10
-    writer.extend(np.arange(n))
-    fill_leaving(seg * 8 - PAGE)
-    # extend() across a segment boundary: the records that fit the head are published, the
-    # rollover fails. A writer that makes segments ahead may have one more made already.
-    for _ in range(4):
-        room = -n % seg
-        before = entries()
-        try:
-            writer.extend(np.arange(n, n + room + 3))
-        except al.OutOfSpaceError as exc:
-            facts["extend"] = dict(error(exc), room=room)
-            n += exc.published
-            break
-        n += room + 3
-    snap.refresh()
-    facts["extend_left_no_region"] = entries() == before
-    facts["extend_published_contiguous"] = values(snap) == list(range(values(snap)[0], n))
-    # append() that rolls over, twice: each fails and changes nothing.
-    facts["append"] = []
-    for _ in range(2):
-        before, shown, seen = entries(), values(snap), {"mro": []}
-        try:
-            writer.append(n)
-        except al.OutOfSpaceError as exc:
-            seen = error(exc)
-        snap.refresh()
-        seen.update(
-            left_no_region=entries() == before,
-            snapshot_unchanged=values(snap) == shown,
-            fresh_snapshot_same=values(al.AtomicLog.attach("oos").snapshot()) == shown,
-        )
-        facts["append"].append(seen)
-    # Room made: the same append succeeds, and the log goes on (rollovers, reclaiming).
-    os.unlink(SHM + "/ballast")
-    writer.append(n)
-    n += 1
-    snap.refresh()
-    facts["retry_shows_record"] = values(snap)[-1] == n - 1
-    writer.extend(np.arange(n, n + 10 * seg))
-    n += 10 * seg
-    snap.refresh()
-    facts["after_retry_contiguous"] = values(snap) == list(range(n - len(snap), n)) and len(snap) > 2 * seg
-    writer.close()
-    log.unlink()
-    facts["after_unlink"] = entries()
-
-
-def new_too_big():
-    tmpfs("size=64k")
-    try:
-        al.AtomicLog.new(retained=1 << 15, segment=1 << 14, dtype=np.int64, name="big")  # 128 KiB segments
-    except al.OutOfSpaceError as exc:
-        facts["new_segment_too_big"] = error(exc)
-    facts["new_segment_too_big_left"] = entries()
-    fill_leaving(PAGE)  # room for the header, not for segment 0
-    try:
-        al.AtomicLog.new(retained=2048, segment=1024, dtype=np.int64, name="half")
-    except al.OutOfSpaceError as exc:
-        facts["new_header_only"] = error(exc)
-    facts["new_header_only_left"] = entries()
-    fill_leaving(0)
-    try:
-        al.AtomicLog.new(retained=4, segment=2, dtype=np.int64, name="none")
-    except al.OutOfSpaceError as exc:
-        facts["new_no_room"] = error(exc)
-    facts["new_no_room_left"] = entries()
-
-
-CONTROL = '''
-import mmap, posix_ipc
-shm = posix_ipc.SharedMemory("/control", posix_ipc.O_CREX, size=1 << 20)  # ftruncate only
-region = mmap.mmap(shm.fd, 1 << 20)
-for at in range(0, 1 << 20, 4096):
-    region[at] = 1
-'''
-
-
-def sigbus_control():
-    # The same tmpfs without posix_fallocate: a store to a page that cannot be had.
-    tmpfs("size=64k")
-    facts["control_returncode"] = subprocess.run([sys.executable, "-c", CONTROL], timeout=60).returncode
-
-
-def out_of_inodes():
-    tmpfs("size=1m")
-    writer, log = al.AtomicLog.new_claimed(retained=4, segment=2, dtype=np.int64, name="ino")
-    writer.extend(np.arange(4))  # segments 0 and 1; segment 2 will need a new inode
-    st = os.statvfs(SHM)
-    subprocess.run(["mount", "-o", f"remount,nr_inodes={st.f_files - st.f_ffree}", SHM], check=True)
-    snap = log.snapshot()
-    before, shown = entries(), values(snap)
-    try:
-        writer.append(4)
-    except Exception as exc:
-        facts["inodes"] = error(exc)
-    snap.refresh()
-    facts["inodes"].update(left_no_region=entries() == before, snapshot_unchanged=values(snap) == shown)
-
-
-try:
-    subprocess.run(["mount", "--make-rprivate", "/"], check=True, capture_output=True)
-    tmpfs("size=64k")
-except (OSError, subprocess.CalledProcessError) as exc:
-    print(json.dumps({"cannot_mount": str(exc)}))
-    sys.exit(0)
-for phase in (rollover, new_too_big, sigbus_control, out_of_inodes):
-    try:
-        phase()
-    except BaseException:
-        facts[phase.__name__ + "_failed"] = traceback.format_exc()
-print(json.dumps(facts))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -805,7 +606,7 @@ def out_of_space() -> dict[str, Any]:
     """What the scenarios above saw, and how their process ended."""
     try:
         done = subprocess.run(
-            ["unshare", "--mount", "--", sys.executable, "-c", OUT_OF_SPACE],
+            ["unshare", "--mount", "--", sys.executable, str(TESTS / "hostile_out_of_space.py")],
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -923,34 +724,6 @@ def test_reader_and_writer_in_one_process_hold_bounded_mappings_through_12000_ro
     )
 
 
-WRITER = (
-    inspect.getsource(log_mappings)
-    + inspect.getsource(mappings_and_fds)
-    + textwrap.dedent(
-        """
-    import json, sys, time
-    from atomic_log_shm import AtomicLog
-
-    name, total = sys.argv[1], int(sys.argv[2])
-    baseline = mappings_and_fds(name)[1]
-    log = AtomicLog.attach(name)
-    writer = log.try_claim_writer()
-    samples = []
-    for i in range(total):
-        writer.append(i)
-        if i % 4 == 0:
-            time.sleep(0.0002)  # pace the writer, so that the reader sees most segments
-        if i % 250 == 0 and i:
-            samples.append(mappings_and_fds(name))
-    samples.append(mappings_and_fds(name))
-    writer.close()
-    log.close()
-    print(json.dumps({"baseline": baseline, "samples": samples}))
-    """
-    )
-)
-
-
 def test_reader_following_a_writer_process_through_12000_rollovers_holds_bounded_mappings(
     log_name: Callable[[], str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -958,7 +731,7 @@ def test_reader_following_a_writer_process_through_12000_rollovers_holds_bounded
     baseline = mappings_and_fds(name)[1]
     with AtomicLog.new(retained=slots - 1, segment=1, dtype=np.int64, name=name) as log:
         writer = subprocess.Popen(
-            [sys.executable, "-c", "import os\n" + WRITER, name, str(ROLLOVERS + 1)],
+            [sys.executable, str(TESTS / "hostile_rollover_writer.py"), name, str(ROLLOVERS + 1)],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -1060,7 +833,7 @@ def test_writer_of_more_segments_than_descriptors_to_spare_works_or_raises_an_at
 def assert_modes(name: str, mode: int) -> None:
     """The header and every segment have exactly ``mode``; any other region of the log (a
     helper region readers may write) gives read access to exactly whom ``mode`` does."""
-    modes = {e: stat.S_IMODE(os.stat(SHM / e).st_mode) for e in log_entries(name)}
+    modes = {e: stat.S_IMODE(os.stat(f"{SHM}/{e}").st_mode) for e in regions_of(name)}
     assert segment_entries(name), modes
     for entry in [name, *segment_entries(name)]:
         assert modes.pop(entry) == mode, (entry, oct(mode))
@@ -1139,10 +912,10 @@ def test_readers_map_the_log_read_only_and_cannot_write_through_their_arrays(
         record = next(iter(snap))
         with pytest.raises((TypeError, ValueError)):
             record[...] = 7
-        mappings = log_mappings(name)
+        mappings = mappings_of(name)
         shown = {f"{name}@{nonce_of(name):016x}.{seq}" for seq in (0, 1, 2)}
-        assert {name, *shown} <= {region for region, _ in mappings}, mappings
-        assert all("w" not in perms and perms.startswith("r") for _, perms in mappings), mappings
+        assert {name, *shown} <= {m.region for m in mappings}, mappings
+        assert all("w" not in m.perms and m.perms.startswith("r") for m in mappings), mappings
         assert values(snap) == [0, 1, 2, 3, 4]
 
 
@@ -1157,7 +930,7 @@ def test_a_name_of_200_characters_works_and_one_of_201_is_refused(log_name: Call
             writer.extend(range(1000))
             assert values(AtomicLog.attach(name).snapshot()) == [997, 998, 999]
     finally:
-        if log_entries(name):
+        if regions_of(name):
             remove_log(name)
     too_long = name + "n"
     for call in (
@@ -1245,14 +1018,14 @@ def test_unlink_removes_every_region_of_its_log_and_remove_log_every_other_one_t
     log, own, other = make_crashed_log(name)
     with log:
         snap = log.snapshot()
-        assert set(own) < set(log_entries(name))
+        assert set(own) < set(regions_of(name))
         log.unlink()
-        assert log_entries(name) == sorted(other)  # another log's segments are not its own
+        assert regions_of(name) == sorted(other)  # another log's segments are not its own
         assert values(snap) == list(range(20, 25))  # mapped views outlive the names
         with pytest.raises(LogNotFoundError):
             AtomicLog.attach(name)
         assert remove_log(name) == len(other)
-        assert log_entries(name) == []
+        assert regions_of(name) == []
         with pytest.raises(LogNotFoundError):
             remove_log(name)
 
@@ -1261,10 +1034,10 @@ def test_remove_log_removes_the_header_and_the_segments_of_every_nonce(log_name:
     name = log_name()
     log, _, _ = make_crashed_log(name)
     with log:
-        entries = log_entries(name)
+        entries = regions_of(name)
         assert len(entries) >= 1 + 3 + len(OWN_ORPHANS) + len(OTHER_ORPHANS)
         assert remove_log(name) == len(entries)
-        assert log_entries(name) == []
+        assert regions_of(name) == []
 
 
 def test_reclaimed_writer_removes_its_logs_orphans_at_claim_and_nothing_else(
@@ -1281,8 +1054,8 @@ def test_reclaimed_writer_removes_its_logs_orphans_at_claim_and_nothing_else(
             left = set(segment_entries(name)) - {*window, *other}
             made_ahead = f"{name}@{nonce_of(name):016x}.13"  # a writer may make its next segment early
             assert left <= {made_ahead}, sorted(left)
-            assert all(os.stat(SHM / e).st_size == 16 for e in left)  # not the size-0 orphan
-            assert set(window) | set(other) <= set(log_entries(name))
+            assert all(os.stat(f"{SHM}/{e}").st_size == 16 for e in left)  # not the size-0 orphan
+            assert set(window) | set(other) <= set(regions_of(name))
             assert values(log.snapshot()) == shown
             writer.extend(range(25, 40))
             assert values(log.snapshot()) == list(range(34, 40))

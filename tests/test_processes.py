@@ -13,17 +13,17 @@ import gc
 import multiprocessing
 import os
 import pickle
-import re
 import select
 import signal
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pytest
+from support import SHM, Mapping, mappings_of, segment_number, segments_of, values
 
 from atomic_log_shm import (
     AtomicLog,
@@ -34,7 +34,6 @@ from atomic_log_shm import (
 
 TIMEOUT = 20.0  # seconds any one wait may take before the test fails
 METHODS = ["spawn", "fork"]
-SHM = "/dev/shm"
 
 
 # ---------------------------------------------------------------------------------------
@@ -136,35 +135,16 @@ def children_killed_on_failure() -> Iterator[None]:
 # Looking at the system
 
 
-class Mapping(NamedTuple):
-    start: int
-    end: int
-    perms: str  # e.g. "r--s": read, no write, no execute, shared
-    inode: int
-    path: str  # "... (deleted)" once the region's name is gone
-
-    def holds(self, address: int) -> bool:
-        return self.start <= address < self.end
-
-
 def is_header_or_segment(path: str, name: str) -> bool:
     """Whether ``path`` is log ``name``'s header region or one of its segment regions."""
-    return re.fullmatch(rf"{SHM}/{re.escape(name)}(@[0-9a-f]{{16}}\.[0-9]+)?", path) is not None
+    region = path.removeprefix(f"{SHM}/")
+    return region != path and (region == name or segment_number(name, region) is not None)
 
 
 def log_mappings(pid: int, name: str) -> list[Mapping]:
-    """Every mapping of log ``name``'s header or segments in process ``pid``."""
-    found = []
-    with open(f"/proc/{pid}/maps") as maps:
-        for line in maps:
-            fields = line.split(maxsplit=5)
-            if len(fields) < 6:
-                continue
-            path = fields[5].rstrip("\n")
-            if is_header_or_segment(path.removesuffix(" (deleted)"), name):
-                start, end = (int(x, 16) for x in fields[0].split("-"))
-                found.append(Mapping(start, end, fields[1], int(fields[4]), path))
-    return found
+    """Every mapping of log ``name``'s header or segments in process ``pid`` (not its wait region)."""
+    everything = mappings_of(name, pid)
+    return [m for m in everything if is_header_or_segment(m.path.removesuffix(" (deleted)"), name)]
 
 
 def mapping_of(array: np.ndarray, name: str) -> Mapping:
@@ -175,15 +155,7 @@ def mapping_of(array: np.ndarray, name: str) -> Mapping:
 
 def segments_in_shm(name: str) -> dict[int, int]:
     """{segment number: inode} of the log's segments that still have a name in /dev/shm."""
-    return {
-        int(entry.rsplit(".", 1)[1]): os.stat(f"{SHM}/{entry}").st_ino
-        for entry in os.listdir(SHM)
-        if entry.startswith(f"{name}@") and is_header_or_segment(f"{SHM}/{entry}", name)
-    }
-
-
-def values(snap: Any) -> list[int]:
-    return [int(v) for v in snap]
+    return {seq: os.stat(f"{SHM}/{entry}").st_ino for seq, entry in segments_of(name)}
 
 
 def chunk_shape(snap: Any) -> list[tuple[int, int]]:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import values
 
 from atomic_log_shm import AtomicLog
-
-
-def values(snap) -> list[int]:
-    return [int(v) for v in snap]
 
 
 def test_seed_readme_example() -> None:

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import gc
 import math
-import os
 import pickle
-import re
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +32,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from support import regions_of, segments_of, unique_name
 
 from atomic_log_shm import (
     AtomicLog,
@@ -46,7 +44,6 @@ from atomic_log_shm import (
     remove_log,
 )
 
-SHM = "/dev/shm"
 INT64 = st.integers(-(2**63), 2**63 - 1)
 
 Shown = list[tuple[int, list[Any]]]  # what a snapshot shows: (sequence, records) per chunk
@@ -90,20 +87,6 @@ RECORDS = {
         (None, (1, 2.0), (1, 2.0, b"x", 4), (2**70, 0.0, b"x"), ("x", 0.0, b"x")),
     ),
 }
-
-
-def unique_name() -> str:
-    return f"alstest-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-
-
-def regions_of(name: str) -> list[str]:
-    return [e for e in os.listdir(SHM) if e == name or e.startswith(name + "@")]
-
-
-def segment_numbers(name: str) -> set[int]:
-    """Numbers of the segment regions in /dev/shm (``NAME@<nonce>.<seq>``; others are ignored)."""
-    found = (re.fullmatch(r"@[0-9a-f]{16}\.([0-9]+)", e[len(name) :]) for e in regions_of(name))
-    return {int(m[1]) for m in found if m}
 
 
 def shown(snap: Snapshot) -> Shown:
@@ -284,7 +267,7 @@ class LogMachine(RuleBasedStateMachine):
     @invariant()
     def memory_is_the_retained_segments_and_at_most_one_spare(self) -> None:
         retained = set(range(self.model.next_sequence - len(self.model.segments), self.model.next_sequence))
-        segments = segment_numbers(self.name)
+        segments = {seq for seq, _ in segments_of(self.name)}
         spares = segments - retained
         assert retained <= segments
         # an open writer may keep one region ready, named above the head; never any older one
