@@ -26,7 +26,7 @@ def test_bench_quick_reports_every_scenario(tmp_path: pathlib.Path) -> None:
         os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "atomic_log_shm._bench", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "atomic_log_shm.bench", "--quick", "--json", str(out)],
         cwd=ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
