@@ -1,8 +1,9 @@
-"""The scenarios with reader processes: one run of the writer (this process) publishing
-through a transport while reader processes follow it (T, L).
+"""The scenarios that drive a transport's publisher (the writer, this process): with reader
+processes following it (T, L, F, C), or with none at all (A).
 
-T publishes as fast as possible for a fixed time (each publisher's own loop); L publishes
-at a fixed rate, each record stamped at publish, and the readers note when they saw it.
+T and A publish as fast as possible for a fixed time (each publisher's own loop), C for a
+fixed count; L and F publish at a fixed rate, each record stamped at publish, and the
+readers note when they saw it (F leaves the first F_SKIP records out, as warm-up).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import numpy as np
 from .harness import CTRL_BYTES, STOP, Publisher, collect, stop_processes, wait_ready
 from .shm import Region, new_name
 from .transports import PUBLISHERS, reader_main
-from .workload import Params
+from .workload import F_SKIP, Params
 
 
 def run_followed(ctx: BaseContext, kind: str, scenario: str, n_readers: int, p: Params) -> dict[str, Any]:
-    """One run of T (``scenario="T"``) or L with ``n_readers`` reader processes."""
-    latency_n = int(p.l_rate * p.l_seconds) if scenario == "L" else 0
+    """One run of T, L, F or C (``scenario``) with ``n_readers`` reader processes."""
+    rate, seconds = {"L": (p.l_rate, p.l_seconds), "F": (p.f_rate, p.f_seconds)}.get(scenario, (0, 0.0))
+    latency_n = int(rate * seconds)
+    skip = F_SKIP if scenario == "F" else 0
     ctrl = Region(new_name("ctrl"), CTRL_BYTES, create=True)
     words = ctrl.words()
     results = ctx.Queue()
@@ -34,7 +37,7 @@ def run_followed(ctx: BaseContext, kind: str, scenario: str, n_readers: int, p: 
         pub = PUBLISHERS[kind](ctx, n_readers)
         deadline = time.monotonic() + p.reader_timeout + p.t_seconds + p.l_seconds
         for slot, cfg in enumerate(pub.reader_cfgs()):
-            args = (kind, cfg, ctrl.name, slot, latency_n, os.getpid(), deadline, results)
+            args = (kind, cfg, ctrl.name, slot, latency_n, skip, os.getpid(), deadline, results)
             proc = cast(Any, ctx).Process(
                 target=reader_main, args=args, name=f"{kind}-reader-{slot}", daemon=True
             )
@@ -43,8 +46,10 @@ def run_followed(ctx: BaseContext, kind: str, scenario: str, n_readers: int, p: 
         wait_ready(words, procs, pub, results)
         if scenario == "T":
             count, elapsed = pub.t_loop(p.t_seconds)
+        elif scenario == "C":
+            count, elapsed = p.c_appends, pub.count_loop(p.c_appends)
         else:
-            count, elapsed = latency_n, paced(pub.sender(), p.l_rate, latency_n)
+            count, elapsed = latency_n, paced(pub.sender(), rate, latency_n)
         pub.finish()
         time.sleep(0.05)  # let the last messages of the lossy transports arrive
         words[STOP] = 1
@@ -69,10 +74,22 @@ def run_followed(ctx: BaseContext, kind: str, scenario: str, n_readers: int, p: 
         "reader_last": [o["last"] for o in outs],
         "reader_polls": [o["polls"] for o in outs],
     }
-    if scenario == "L":
+    if outs and "missed" in outs[0]:  # the cursor followers (F, C) count what they missed
+        run["reader_missed"] = [o["missed"] for o in outs]
+    if latency_n:
         lat = np.concatenate([o["lat"] for o in outs]) if outs else np.empty(0)
         run["latency"] = lat
     return run
+
+
+def run_alone(ctx: BaseContext, kind: str, seconds: float) -> dict[str, Any]:
+    """A publisher's T loop for ``seconds`` with no reader at all (A): records/s."""
+    pub = PUBLISHERS[kind](ctx, 0)
+    try:
+        count, elapsed = pub.t_loop(seconds)
+    finally:
+        pub.close()
+    return {"impl": kind, "records": count, "seconds": elapsed, "rate": count / elapsed}
 
 
 def paced(send: Callable[[float, int], None], rate: int, n: int) -> float:

@@ -35,12 +35,15 @@ CTRL_BYTES = 8 * (READY + MAX_READERS)
 class Follow:
     """What a reader process needs besides its transport: control words, a latency table."""
 
-    def __init__(self, words: memoryview, slot: int, latency_n: int, main_pid: int, deadline: float) -> None:
+    def __init__(
+        self, words: memoryview, slot: int, latency_n: int, main_pid: int, deadline: float, skip: int = 0
+    ) -> None:
         self.words = words
         self.slot = slot
         self.lat: npt.NDArray[np.float64] | None = np.full(latency_n, np.nan) if latency_n else None
         self.main_pid = main_pid
         self.deadline = deadline
+        self.skip = skip  # records 0..skip-1 are warm-up: left out of the result's latencies
 
     def ready(self, level: int) -> None:
         self.words[READY + self.slot] = level
@@ -70,7 +73,8 @@ class Follow:
     def result(self, seen: int, last: int, polls: int) -> dict[str, Any]:
         out: dict[str, Any] = {"seen": seen, "last": last, "polls": polls}
         if self.lat is not None:
-            out["lat"] = self.lat[~np.isnan(self.lat)]
+            lat = self.lat[self.skip :]
+            out["lat"] = lat[~np.isnan(lat)]
         return out
 
 
@@ -98,8 +102,12 @@ class Publisher:
         """
         raise NotImplementedError
 
+    def count_loop(self, n: int) -> float:
+        """Publish ``n`` records as fast as possible, each stamped: seconds taken (for C)."""
+        raise NotImplementedError
+
     def sender(self) -> Callable[[float, int], None]:
-        """Publish one record ``(ts, i)``: for the paced loop of L."""
+        """Publish one record ``(ts, i)``: for the paced loop of L and F."""
         raise NotImplementedError
 
     def finish(self) -> None:

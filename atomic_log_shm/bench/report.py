@@ -17,7 +17,7 @@ import numpy as np
 
 from .peers import optional
 from .suite import Suite
-from .workload import FEW_NEW, LABEL, S_SEGMENT
+from .workload import C_FOLLOWERS, F_SKIP, FEW_NEW, LABEL, S_SEGMENT
 
 
 def rows(suite: Suite) -> list[dict[str, Any]]:
@@ -216,11 +216,73 @@ def rows(suite: Suite) -> list[dict[str, Any]]:
             "≤10x",
             ratio <= 10,
         )
+    f = sc.get("F", {}).get("stats", {})
+    if "wait" in f:
+        wait, poll = f["wait"], f.get("poll")
+        row(
+            "F p99, follower in cursor.wait()",
+            _time(wait["p99"]),
+            "-",
+            None,
+            "≤500 µs",
+            wait["p99"] <= 500e-6,
+        )
+        if poll:
+            ratio = wait["p99"] / poll["p99"]
+            row(
+                "F p99, waiting vs polling",
+                _time(wait["p99"]),
+                f"polling {_time(poll['p99'])}",
+                ratio,
+                "≤3x",
+                ratio <= 3,
+            )
+        for name, st in (("waiting", wait), ("polling", poll)):
+            if st:
+                row(
+                    f"F {name}: p50 / p99.9 / max",
+                    f"{_time(st['p50'])} / {_time(st['p999'])} / {_time(st['max'])}",
+                    f"of {st['observed']} records",
+                    None,
+                    "-",
+                    None,
+                )
+        for limit, key, target in (("10 ms", "over_10ms", "0"), ("1 ms", "over_1ms", "-")):
+            row(
+                f"F records later than {limit}, waiting",
+                f"{wait[key]} of {wait['observed']}",
+                f"polling: {poll[key]} of {poll['observed']}" if poll else "-",
+                None,
+                target,
+                wait[key] == 0 if target == "0" else None,
+            )
+    c = sc.get("C", {})
+    if "ratio" in c:
+        rates = c["rates"]
+        row(
+            f"C append, {C_FOLLOWERS} copying followers vs 0",
+            _rate(rates[str(C_FOLLOWERS)]),
+            f"0 followers {_rate(rates['0'])}",
+            c["ratio"],
+            "≥0.80x",
+            c["ratio"] >= 0.8,
+        )
+    a = sc.get("A", {})
+    if "ratio" in a:
+        rates = a["rates"]
+        row(
+            "A append, no reader (rec/s)",
+            _rate(rates["ours"]),
+            f"floor {_rate(rates['floor'])}",
+            a["ratio"],
+            "≥0.90x",
+            a["ratio"] >= 0.9,
+        )
     return rows
 
 
 def details(suite: Suite) -> list[str]:
-    """Lines below the table: T's rates for every contender, L's latencies."""
+    """Lines below the table: T's rates for every contender, L's and F's latencies."""
     lines = []
     t = suite.scenarios.get("T", {}).get("rates", {})
     if t:
@@ -242,6 +304,19 @@ def details(suite: Suite) -> list[str]:
             lines.append(
                 f"  {LABEL[kind]:<12} p50 {_time(st['p50']):>9}  p99 {_time(st['p99']):>9}  "
                 f"p99.9 {_time(st['p999']):>9}  observed {st['observed']:.0f}/{st['expected']}"
+            )
+    f = suite.scenarios.get("F", {}).get("stats", {})
+    if f:
+        lines.append(
+            f"F publish-to-observe latency at {suite.p.f_rate}/s for {suite.p.f_seconds:g} s, "
+            f"{suite.p.repeats} run(s) together, the first {F_SKIP} records of each left out:"
+        )
+        for name, st in f.items():
+            lines.append(
+                f"  {name:<7} p50 {_time(st['p50']):>9}  p99 {_time(st['p99']):>9}  "
+                f"p99.9 {_time(st['p999']):>9}  max {_time(st['max']):>9}"
+                f"  >1 ms {st['over_1ms']}  >10 ms {st['over_10ms']}"
+                f"  observed {st['observed']}/{st['expected']}  missed {st['missed']}"
             )
     return lines
 

@@ -1,6 +1,6 @@
 """The suite: every scenario, repeated and interleaved, reduced to medians.
 
-``Suite.run`` runs the scenarios asked for, in the order T B L W R S; each ``run_<letter>``
+``Suite.run`` runs the scenarios asked for, in the order of ``SCENARIOS``; each ``run_<letter>``
 repeats its measurements (interleaved, so that drift in the machine's load hits all
 contenders alike), retries one that fails (another program may remove our regions from
 /dev/shm mid-run), and stores medians and raw runs in ``scenarios[letter]``. The table
@@ -21,9 +21,9 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from .followed import run_followed
+from .followed import run_alone, run_followed
 from .inprocess import run_b, run_r, run_s, run_w, run_w_iox2
-from .workload import LABEL, S_SEGMENT, Params
+from .workload import C_FOLLOWERS, F_SKIP, LABEL, S_SEGMENT, Params
 
 SCENARIOS = {  # letter: what it measures, in the order the suite runs them
     "T": "Throughput: one record per append for a fixed time with 0, 1 and 4 busy-polling reader "
@@ -39,7 +39,17 @@ SCENARIOS = {  # letter: what it measures, in the order the suite runs them
     "and 1,000,000 records; its cost must not grow with the window.",
     "S": "Stalls: the latency of each of many appends across segment rollovers (p50, p99.9, max), "
     "against the floor's store.",
+    "F": "Follower latency: a writer paced at 10,000 records/s, one follower process in "
+    "cursor.wait(1.0) + cursor.poll(), then one busy-polling snapshot.refresh(); per record "
+    "publish-to-observe p50/p99/p99.9/max and how many were later than 1 ms and 10 ms (the "
+    f"first {F_SKIP:,} records left out).",
+    "C": f"Writer cost with followers: append as fast as possible for a fixed count with 0 and with "
+    f"{C_FOLLOWERS} follower processes in cursor.wait() + poll() that copy what they get, "
+    "alternated; the rate with followers over the rate without.",
+    "A": "Append vs floor: append() one record at a time for a fixed time, no reader, alternated "
+    "with the floor's store into its ring; the rate ratio.",
 }
+F_FOLLOWERS = {"wait": "ours_cursor", "poll": "ours"}  # F's two followers, by the way they look
 ATTEMPTS = 3  # tries of one measurement before it counts as failed
 _QS = (("p50", 50), ("p99", 99), ("p999", 99.9))
 _T = TypeVar("_T")
@@ -119,6 +129,9 @@ class Suite:
             ("W", self.run_w),
             ("R", self.run_r),
             ("S", self.run_s),
+            ("F", self.run_f),
+            ("C", self.run_c),
+            ("A", self.run_a),
         ]
         for key, step in steps:
             if key in only:
@@ -241,3 +254,83 @@ class Suite:
             if rs:
                 data[kind] = {k: _median([r[k] for r in rs]) for k in rs[0]}
         self.scenarios["S"] = data
+
+    def run_f(self) -> None:
+        lats: dict[str, list[npt.NDArray[np.float64]]] = {name: [] for name in F_FOLLOWERS}
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in F_FOLLOWERS}
+        for _ in range(self.p.repeats):  # alternated: waiting, polling, waiting, ...
+            for name, kind in F_FOLLOWERS.items():
+                run = self.attempt(
+                    f"F {LABEL[kind]}",
+                    True,
+                    lambda: run_followed(self.ctx, kind, "F", 1, self.p),  # noqa: B023 (called at once)
+                )
+                if run is None:
+                    continue
+                lat = run.pop("latency")
+                lats[name].append(lat)
+                run.update(_lateness(lat), expected=run["records"] - F_SKIP)
+                runs[name].append(run)
+        stats = {}
+        for name, rs in runs.items():
+            if rs:  # every repeat's records together: the counts of late ones are totals
+                stats[name] = _lateness(np.concatenate(lats[name]))
+                stats[name]["expected"] = sum(r["expected"] for r in rs)
+                stats[name]["missed"] = sum(sum(r.get("reader_missed", ())) for r in rs)
+        data: dict[str, Any] = {
+            "stats": stats,
+            "runs": runs,
+            "rate": self.p.f_rate,
+            "seconds": self.p.f_seconds,
+            "skipped": F_SKIP,
+        }
+        if "wait" in stats and "poll" in stats:
+            data["wait_vs_poll_p99"] = stats["wait"]["p99"] / stats["poll"]["p99"]
+        self.scenarios["F"] = data
+
+    def run_c(self) -> None:
+        runs: dict[str, list[dict[str, Any]]] = {"0": [], str(C_FOLLOWERS): []}
+        for _ in range(self.p.repeats):
+            for n in (0, C_FOLLOWERS):  # alternated: 0, 4, 0, 4, ...
+                run = self.attempt(
+                    f"C {n} followers",
+                    True,
+                    lambda: run_followed(self.ctx, "ours_copy", "C", n, self.p),  # noqa: B023
+                )
+                if run is not None:
+                    runs[str(n)].append(run)
+        rates = {n: _median([r["rate"] for r in rs]) for n, rs in runs.items() if rs}
+        data: dict[str, Any] = {"rates": rates, "runs": runs, "appends": self.p.c_appends}
+        if len(rates) == 2:
+            data["ratio"] = rates[str(C_FOLLOWERS)] / rates["0"]
+        followed = runs[str(C_FOLLOWERS)]
+        if followed:  # the share of the records the slowest follower took, and what they missed
+            data["seen"] = _median([min(r["reader_seen"]) / r["records"] for r in followed])
+            data["missed"] = sum(sum(r["reader_missed"]) for r in followed)
+        self.scenarios["C"] = data
+
+    def run_a(self) -> None:
+        runs: dict[str, list[dict[str, Any]]] = {"ours": [], "floor": []}
+        for _ in range(self.p.repeats):
+            for kind in runs:  # alternated: ours, floor, ours, ...
+                a = self.attempt(f"A {kind}", True, lambda: run_alone(self.ctx, kind, self.p.a_seconds))  # noqa: B023
+                if a is not None:
+                    runs[kind].append(a)
+        rates = {k: _median([r["rate"] for r in rs]) for k, rs in runs.items() if rs}
+        data: dict[str, Any] = {"rates": rates, "runs": runs}
+        if len(rates) == 2:
+            data["ratio"] = rates["ours"] / rates["floor"]
+        self.scenarios["A"] = data
+
+
+def _lateness(lat: npt.NDArray[np.float64]) -> dict[str, Any]:
+    """F's figures of a set of latencies (seconds): quantiles, max, how many came late."""
+    if not len(lat):
+        return {"p50": math.nan, "p99": math.nan, "p999": math.nan, "max": math.nan, "observed": 0,
+                "over_1ms": 0, "over_10ms": 0}  # fmt: skip
+    out: dict[str, Any] = {q: float(np.percentile(lat, v)) for q, v in _QS}
+    out["max"] = float(lat.max())
+    out["observed"] = len(lat)
+    out["over_1ms"] = int((lat > 1e-3).sum())
+    out["over_10ms"] = int((lat > 10e-3).sum())
+    return out

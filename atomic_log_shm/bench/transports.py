@@ -3,7 +3,9 @@ publisher (the writer side, in the bench's process); the registries of every tra
 the peers' included; and ``reader_main``, the entry point of a reader process.
 
 Readers of ours and of the floor busy-poll (snapshot once, then refresh in a loop), or,
-for ``ours_wait``, block in ``snap.wait()`` between refreshes.
+for ``ours_wait``, block in ``snap.wait()`` between refreshes. The followers of F and C use
+the cursor API, as an application following a log would: ``cursor.wait(1.0)``, then
+``cursor.poll()``; the F one notes when each record arrived, the C one copies what it got.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from atomic_log_shm import AtomicLog
 
 from . import peers
 from .harness import STOP, WAIT, Follow, Publisher
-from .shm import Region, Ring, new_log, ring_parts
+from .shm import Region, Ring, joined, new_log, ring_parts
 from .workload import CHECK_EVERY, PRICE, QTY, RETAINED, SEGMENT
 
 
@@ -53,6 +55,63 @@ def _read_ours(cfg: dict[str, Any], f: Follow) -> dict[str, Any]:
             if not polls & 0xFFF:
                 f.check()
         return f.result(end - start, end - 1, polls)
+    finally:
+        log.close()
+
+
+FOLLOW_WAIT = 1.0  # seconds the cursor followers wait (F, C) before they look at the control words
+
+
+def _follow_noting(cfg: dict[str, Any], f: Follow) -> dict[str, Any]:
+    """F's waiting follower: ``cursor.wait()``, ``cursor.poll()``, note when each record arrived."""
+    log = AtomicLog.attach(cfg["name"])
+    try:
+        cursor = log.cursor("newest")
+        wait, poll, words, pc = cursor.wait, cursor.poll, f.words, time.perf_counter
+        start = cursor.position
+        f.ready(2)
+        polls = missed = 0
+        while True:
+            stop = words[STOP]
+            if not stop and not wait(FOLLOW_WAIT):
+                f.check()  # nothing new for a while: is the bench still there?
+            batch = poll()
+            if batch.arrays:
+                now = pc()
+                for values in batch.arrays:
+                    f.record(values, now)
+            missed += batch.missed
+            polls += 1
+            if stop:
+                break
+        end = cursor.position
+        return {**f.result(end - start, end - 1, polls), "missed": missed}
+    finally:
+        log.close()
+
+
+def _follow_copying(cfg: dict[str, Any], f: Follow) -> dict[str, Any]:
+    """C's follower: ``cursor.wait()``, ``cursor.poll()``, and copy the new records out."""
+    log = AtomicLog.attach(cfg["name"])
+    try:
+        cursor = log.cursor("newest")
+        wait, poll, words = cursor.wait, cursor.poll, f.words
+        start = cursor.position
+        f.ready(2)
+        polls = missed = copied = 0
+        while True:
+            stop = words[STOP]
+            if not stop and not wait(FOLLOW_WAIT):
+                f.check()
+            batch = poll()
+            if batch.arrays:
+                copied += len(joined(batch.arrays))  # one new array, bytes copied as the library does
+            missed += batch.missed
+            polls += 1
+            if stop:
+                break
+        end = cursor.position
+        return {**f.result(end - start, end - 1, polls), "missed": missed, "copied": copied}
     finally:
         log.close()
 
@@ -107,6 +166,13 @@ class OursPub(Publisher):
             if t >= deadline:
                 return i, t - t0
 
+    def count_loop(self, n: int) -> float:
+        append, pc = self.writer.append, time.perf_counter
+        t0 = pc()
+        for i in range(n):
+            append((pc(), i, PRICE, QTY))
+        return pc() - t0
+
     def sender(self) -> Callable[[float, int], None]:
         append = self.writer.append
         return lambda ts, i: append((ts, i, PRICE, QTY))
@@ -124,6 +190,18 @@ class OursWaitPub(OursPub):
 
     def reader_cfgs(self) -> list[dict[str, Any]]:
         return [{"name": self.log.name, "wait": True} for _ in range(self.n_readers)]
+
+
+class OursCursorPub(OursPub):
+    """Ours with F's follower: ``cursor.wait()`` and ``poll()``, noting each record's latency."""
+
+    kind = "ours_cursor"
+
+
+class OursCopyPub(OursPub):
+    """Ours with C's followers: ``cursor.wait()`` and ``poll()``, copying what they get."""
+
+    kind = "ours_copy"
 
 
 class FloorPub(Publisher):
@@ -166,6 +244,8 @@ class FloorPub(Publisher):
 READERS: dict[str, Callable[[dict[str, Any], Follow], dict[str, Any]]] = {
     "ours": _read_ours,
     "ours_wait": _read_ours,
+    "ours_cursor": _follow_noting,
+    "ours_copy": _follow_copying,
     "floor": _read_floor,
     "mpqueue": peers.read_mpqueue,
     "ffifo": peers.read_ffifo,
@@ -180,6 +260,7 @@ def reader_main(
     ctrl_name: str,
     slot: int,
     latency_n: int,
+    latency_skip: int,
     main_pid: int,
     deadline: float,
     results: Any,
@@ -188,7 +269,7 @@ def reader_main(
     ctrl = Region(ctrl_name)
     words = ctrl.words()
     try:
-        out = READERS[kind](cfg, Follow(words, slot, latency_n, main_pid, deadline))
+        out = READERS[kind](cfg, Follow(words, slot, latency_n, main_pid, deadline, latency_skip))
     except BaseException as exc:
         out = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc(limit=6)}
     finally:
@@ -200,6 +281,8 @@ def reader_main(
 PUBLISHERS: dict[str, type[Publisher]] = {
     "ours": OursPub,
     "ours_wait": OursWaitPub,
+    "ours_cursor": OursCursorPub,
+    "ours_copy": OursCopyPub,
     "floor": FloorPub,
     "mpqueue": peers.MpQueuePub,
     "ffifo": peers.FfifoPub,
