@@ -5,7 +5,7 @@
     atomic-log tail NAME [-n N] [--json]           print records as they are published
     atomic-log ls [--json]                         the logs on this host
     atomic-log rm NAME [NAME ...]                  remove logs (crash leftovers included)
-    atomic-log bench [ARGS ...]                    the quick benchmark (atomic_log_shm._bench)
+    atomic-log bench [ARGS ...]                    the quick benchmark (atomic_log_shm.bench)
 
 Everything here goes through the public API (attach, cursor, ``info()``, ``list_logs()``,
 ``remove_log()``): the command line never stores to shared memory, so it can look at a live
@@ -296,15 +296,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     try:
-        bench = importlib.import_module("atomic_log_shm._bench")
+        bench = importlib.import_module("atomic_log_shm.bench")
     except ModuleNotFoundError as exc:
-        if exc.name != "atomic_log_shm._bench":
+        if exc.name != "atomic_log_shm.bench":
             raise
         print(
-            f"{PROG}: the benchmark (atomic_log_shm._bench) is not part of this installation", file=sys.stderr
+            f"{PROG}: the benchmark (atomic_log_shm.bench) is not part of this installation", file=sys.stderr
         )
         return 1
-    result = bench.main(args.bench_args or ["--quick"])
+    result = bench.main(args.bench_args or ["--quick"], prog=f"{PROG} bench")
     return int(result or 0)
 
 
@@ -401,7 +401,7 @@ def _parser() -> argparse.ArgumentParser:
         "bench",
         help="run the quick benchmark",
         add_help=False,  # --help goes to the benchmark's own parser
-        description="Run atomic_log_shm._bench with ARGS (default: --quick).",
+        description="Run atomic_log_shm.bench with ARGS (default: --quick).",
     )
     bench.set_defaults(run=_cmd_bench)
     return parser

@@ -18,7 +18,7 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCENARIOS = ("T", "B", "L", "W", "R", "S")
+SCENARIOS = ("T", "B", "L", "W", "R", "S", "F", "C", "A")
 
 
 def test_bench_quick_reports_every_scenario(tmp_path: pathlib.Path) -> None:
@@ -27,7 +27,7 @@ def test_bench_quick_reports_every_scenario(tmp_path: pathlib.Path) -> None:
         os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "atomic_log_shm._bench", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "atomic_log_shm.bench", "--quick", "--json", str(out)],
         cwd=ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -57,5 +57,12 @@ def test_bench_quick_reports_every_scenario(tmp_path: pathlib.Path) -> None:
     assert {"ours_copy", "ours_view", "ours_view_small", "floor_copy"} <= set(scenarios["W"])
     assert {"nothing_1k", "nothing_1M", "few_1k", "few_1M"} <= set(scenarios["R"])
     assert {"ours", "floor"} <= set(scenarios["S"])
+    # F: both followers' tails and their p99 ratio; C: 0 and 4 followers; A: ours and the floor.
+    tail = {"p50", "p99", "p999", "max", "over_1ms", "over_10ms"}
+    assert all(tail <= set(scenarios["F"]["stats"][follower]) for follower in ("wait", "poll"))
+    assert "wait_vs_poll_p99" in scenarios["F"]
+    assert {"0", "4"} <= set(scenarios["C"]["rates"]) and "ratio" in scenarios["C"]
+    assert {"ours", "floor"} <= set(scenarios["A"]["rates"]) and "ratio" in scenarios["A"]
+    assert {"F", "C", "A"} <= {row["scenario"][0] for row in data["rows"]}
     assert data["rows"] and data["machine"]["usable_cpus"] >= 1
     assert "scenario" in output and "target" in output  # the table was printed

@@ -298,9 +298,9 @@ def test_version_and_help() -> None:
 def test_bench_without_the_benchmark_module_says_so(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "atomic_log_shm._bench", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "atomic_log_shm.bench", None)  # as if not installed
     assert _cli.main(["bench"]) == 1
-    assert "atomic-log: the benchmark (atomic_log_shm._bench) is not part" in capsys.readouterr().err
+    assert "atomic-log: the benchmark (atomic_log_shm.bench) is not part" in capsys.readouterr().err
 
 
 def test_bench_passes_its_arguments_on(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -308,11 +308,12 @@ def test_bench_passes_its_arguments_on(monkeypatch: pytest.MonkeyPatch) -> None:
 
     class FakeBench:
         @staticmethod
-        def main(argv: list[str]) -> int:
+        def main(argv: list[str], prog: str) -> int:
+            assert prog == "atomic-log bench"
             calls.append(argv)
             return 0
 
-    monkeypatch.setitem(sys.modules, "atomic_log_shm._bench", FakeBench)
+    monkeypatch.setitem(sys.modules, "atomic_log_shm.bench", FakeBench)
     assert _cli.main(["bench"]) == 0
     assert _cli.main(["bench", "--repeats", "2", "--help"]) == 0
     assert calls == [["--quick"], ["--repeats", "2", "--help"]]
