@@ -25,7 +25,9 @@ def _imports(path: pathlib.Path) -> set[str]:
             base = package.split(".") if package else []
             base = base[: len(base) - node.level + 1]
             target = ".".join([*base, node.module] if node.module else base)
-            found.add(target)
+            if node.module:  # "from .x import y": module x (and y, if y is a module too)
+                found.add(target)
+            # "from . import y" imports the modules y, not the package's own __init__
             found.update(f"{target}.{a.name}".lstrip(".") for a in node.names)
     return found
 
