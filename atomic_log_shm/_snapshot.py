@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from operator import itemgetter
-from typing import Any, Final, NamedTuple
+from operator import attrgetter
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -24,12 +24,14 @@ from ._errors import CorruptLogError, InvalidArgumentError
 from ._header import HEAD_WORD
 from ._reader import Reader
 
-_values = itemgetter(1)
-_new_chunk = tuple.__new__  # Chunk(...) without the Python-level __new__ of a NamedTuple
+_values = attrgetter("values")
+_start = attrgetter("start")
 
 
-class Chunk(NamedTuple):
-    """The records a snapshot shows from one segment."""
+class Chunk:
+    """The records a snapshot shows from one segment: ``len(chunk)`` is how many."""
+
+    __slots__ = ("sequence", "start", "values")
 
     sequence: int
     """The segment's number: 0 for the first segment of the log, then one more each."""
@@ -37,6 +39,14 @@ class Chunk(NamedTuple):
     """A read-only numpy array viewing the segment in shared memory (no copy)."""
     start: int
     """The position of ``values[0]``: records are numbered from 0 since the log was made."""
+
+    def __init__(self, sequence: int, values: npt.NDArray[Any], start: int) -> None:
+        self.sequence = sequence
+        self.values = values
+        self.start = start
+
+    def __len__(self) -> int:
+        return len(self.values)
 
     def __repr__(self) -> str:
         shown = f"<{len(self.values)} x {self.values.dtype}>"
@@ -118,7 +128,7 @@ class Snapshot:
         chunks, length, held, start, shown, array, epoch_word, count_word, _ = view
         if head == held and words[epoch_word] == head and shown < count <= reader.layout.segment_capacity:
             grown = chunks[:-1] if shown else chunks[:]  # a new list: the installed one never changes
-            grown.append(_new_chunk(Chunk, (head, array[:count], start)))
+            grown.append(Chunk(head, array[:count], start))
             length += count - shown
             self._view = (grown, length, head, start, count, array, epoch_word, count_word, 0)
             return
