@@ -9,19 +9,21 @@ oldest retained one. Positions the writer skipped (``Writer.skip_to``) count as 
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
 from ._errors import InvalidArgumentError
 from ._reader import Reader
-from ._snapshot import Snapshot
+from ._snapshot import Snapshot, _frame
 
 
 class Poll:
     """What one ``Cursor.poll()`` found: ``len(poll)`` is the number of new records."""
 
-    __slots__ = ("arrays", "missed", "start")
+    __slots__ = ("_dtype", "arrays", "missed", "start")
 
     arrays: list[npt.NDArray[Any]]
     """The new records, oldest first: read-only views of shared memory, one per segment."""
@@ -32,10 +34,18 @@ class Poll:
     """The position of the first record of ``arrays``; the arrays are contiguous, so record
     ``j`` of them all is at ``start + j``."""
 
-    def __init__(self, arrays: list[npt.NDArray[Any]], missed: int, start: int) -> None:
+    def __init__(self, arrays: list[npt.NDArray[Any]], missed: int, start: int, dtype: np.dtype[Any]) -> None:
         self.arrays = arrays
         self.missed = missed
         self.start = start
+        self._dtype = dtype
+
+    def to_pandas(self) -> Any:
+        """The new records as a ``pandas.DataFrame`` (a copy) indexed by position (index name
+        ``"position"``), one column per field; a log of plain values gives one column,
+        ``"value"``. Needs pandas: ``pip install 'atomic-log-shm[pandas]'``."""
+        starts = itertools.accumulate((len(a) for a in self.arrays), initial=self.start)
+        return _frame(self.arrays, list(starts)[: len(self.arrays)], self._dtype)
 
     def __len__(self) -> int:
         return sum(len(a) for a in self.arrays)
@@ -81,14 +91,14 @@ class Cursor:
         position = self._position
         end = snapshot.end
         if position >= end:
-            return Poll([], 0, position)
+            return Poll([], 0, position, self._reader.dtype)
         chunks = tuple(snapshot.chunks())
         first = len(chunks)  # the oldest chunk that holds positions at or after `position`
         while first and chunks[first - 1].start + len(chunks[first - 1].values) > position:
             first -= 1
         if first == len(chunks):  # nothing shown from `position` on: all of it is lost
             self._position = end
-            return Poll([], end - position, end)
+            return Poll([], end - position, end, self._reader.dtype)
         chunk = chunks[first]
         start = max(position, chunk.start)
         arrays = [chunk.values[start - chunk.start :]]
@@ -100,7 +110,7 @@ class Cursor:
             reached += len(chunk.values)
         # The only store: an interrupt before it leaves the cursor where it was.
         self._position = reached
-        return Poll(arrays, start - position, start)
+        return Poll(arrays, start - position, start, self._reader.dtype)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block, using no CPU, until a record at or after ``position`` is published or

@@ -16,6 +16,15 @@ class InvalidArgumentError(AtomicLogError, ValueError, TypeError):
     int, an unusable mode). Catchable as ValueError or TypeError."""
 
 
+class IndexOutOfRangeError(AtomicLogError, IndexError):
+    """An index beyond the records a snapshot shows (``snap[i]``). Catchable as IndexError."""
+
+
+class MissingDependencyError(AtomicLogError, ImportError):
+    """An optional dependency is not installed (pandas for ``to_pandas()``); the message
+    names the extra to install. Catchable as ImportError."""
+
+
 class InvalidNameError(AtomicLogError, ValueError):
     """The log name cannot be used as a POSIX shared-memory name."""
 

@@ -13,14 +13,21 @@ attribute stores, so an exception inside ``refresh()`` leaves the previous view.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import operator
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter
-from typing import Any, Final
+from typing import Any, Final, overload
 
 import numpy as np
 import numpy.typing as npt
 
-from ._errors import CorruptLogError, InvalidArgumentError
+from ._errors import (
+    CorruptLogError,
+    IndexOutOfRangeError,
+    InvalidArgumentError,
+    MissingDependencyError,
+)
 from ._header import HEAD_WORD
 from ._reader import Reader
 
@@ -258,6 +265,98 @@ class Snapshot:
         parts.reverse()
         return _concatenate(parts, self._reader.dtype)
 
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> npt.NDArray[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        """The records shown, by index in the view as in a list (``snap[0]`` is the oldest
+        shown, ``snap[-1]`` the newest; not by position, see ``start``).
+
+        An int gives one record, as the read-only numpy scalar iteration gives; a slice gives
+        a copy (writable, owned by you), one contiguous array. Finding a record takes
+        O(log segments).
+        """
+        length = self._view[_LENGTH]
+        if isinstance(index, slice):
+            picked = range(length)[index]
+            if not picked:
+                return np.empty(0, self._reader.dtype)
+            low, high = min(picked[0], picked[-1]), max(picked[0], picked[-1]) + 1
+            copy = _concatenate(self._records(low, high), self._reader.dtype)
+            return copy if picked.step == 1 else copy[picked[0] - low :: picked.step].copy()
+        try:
+            i = operator.index(index)
+        except TypeError:
+            raise InvalidArgumentError(
+                f"a Snapshot is indexed by an int or a slice, not {type(index).__name__}: "
+                "snap[-1] is the newest record, snap[-10:] the newest ten"
+            ) from None
+        if not -length <= i < length:
+            raise IndexOutOfRangeError(
+                f"index {i} is out of range: the snapshot of {self._reader.name!r} shows "
+                f"{length} records (refresh() to see newer ones)"
+            )
+        k, offset = self._locate(i + length if i < 0 else i)
+        return self._view[_CHUNKS][k].values[offset]
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        """The chunk (its index in the view) holding record ``i`` of the view, and where."""
+        chunks: list[Chunk] = self._view[_CHUNKS]
+        first, last = chunks[0].start, chunks[-1]
+        if last.start + len(last.values) - first == self._view[_LENGTH]:  # no positions skipped
+            k = bisect_right(chunks, first + i, key=_start) - 1
+            return k, first + i - chunks[k].start
+        for k, chunk in enumerate(chunks):  # Writer.skip_to left gaps: count through
+            if i < len(chunk.values):
+                return k, i
+            i -= len(chunk.values)
+        raise AssertionError("unreachable: i < len(self)")
+
+    def _records(self, low: int, high: int) -> list[npt.NDArray[Any]]:
+        """Views of records ``[low, high)`` of the view (0 <= low < high <= len(self))."""
+        chunks = self._view[_CHUNKS]
+        k, offset = self._locate(low)
+        parts, wanted = [], high - low
+        while wanted:
+            part = chunks[k].values[offset : offset + wanted]
+            parts.append(part)
+            wanted -= len(part)
+            k, offset = k + 1, 0
+        return parts
+
+    def since(self, field: str | None, value: Any) -> list[Chunk]:
+        """The records shown whose ``field`` is at least ``value``, as zero-copy chunks.
+
+        For a field that only grows (a timestamp, a sequence number): the chunks hold the
+        newest records, from the first with ``record[field] >= value`` on, oldest first.
+        Found by binary search, over segments and then within one. For a log of plain
+        values (no fields), pass ``field=None`` to compare the values themselves. If the
+        field does not only grow, which records are returned is unspecified.
+        """
+        column = _column(self._reader.dtype, field, self._reader.name)
+        chunks: list[Chunk] = self._view[_CHUNKS]
+        try:  # the first segment whose newest record reaches value
+            first = bisect_left(chunks, True, key=lambda chunk: bool(column(chunk.values)[-1] >= value))
+            if first == len(chunks):
+                return []
+            chunk = chunks[first]
+            k = int(np.searchsorted(column(chunk.values), value, side="left"))
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError(
+                f"since() cannot compare {value!r} with {field or 'the values'} of log "
+                f"{self._reader.name!r} ({_field_dtype(self._reader.dtype, field)}): {exc}"
+            ) from None
+        head = chunk if k == 0 else Chunk(chunk.sequence, chunk.values[k:], chunk.start + k)
+        return [head, *chunks[first + 1 :]]
+
+    def to_pandas(self) -> Any:
+        """Every record shown as a ``pandas.DataFrame`` (a copy) indexed by position (index
+        name ``"position"``), one column per field; a log of plain values gives one column,
+        ``"value"``. Needs pandas: ``pip install 'atomic-log-shm[pandas]'``."""
+        chunks = self._view[_CHUNKS]
+        return _frame([c.values for c in chunks], [c.start for c in chunks], self._reader.dtype)
+
     @property
     def log(self) -> Any:
         """The AtomicLog handle this snapshot reads."""
@@ -278,3 +377,54 @@ def _concatenate(parts: list[npt.NDArray[Any]], dtype: Any) -> npt.NDArray[Any]:
         return np.empty(0, dtype)
     # Join raw bytes: numpy joins structured records field by field, ~10x slower.
     return np.concatenate([np.frombuffer(part, np.uint8) for part in parts]).view(dtype)
+
+
+def _field_dtype(dtype: np.dtype[Any], field: str | None) -> np.dtype[Any]:
+    return dtype if field is None or dtype.names is None or field not in dtype.names else dtype[field]
+
+
+def _column(dtype: np.dtype[Any], field: str | None, name: str) -> Callable[[Any], Any]:
+    """What picks ``field`` out of an array of records, checked against the log's dtype."""
+    names = dtype.names
+    if names is None:
+        if field is not None:
+            raise InvalidArgumentError(
+                f"log {name!r} holds plain {dtype} values, which have no field {field!r}: "
+                "pass field=None to compare the values themselves"
+            )
+        return _itself
+    if field is None:
+        raise InvalidArgumentError(
+            f"log {name!r} holds records with fields {', '.join(names)}: name the one to "
+            f"search, e.g. since({names[0]!r}, value)"
+        )
+    if field not in names:
+        raise InvalidArgumentError(f"log {name!r} has no field {field!r}; its fields are {', '.join(names)}")
+    if dtype[field].shape or dtype[field].names:
+        raise InvalidArgumentError(
+            f"field {field!r} of log {name!r} is {dtype[field]}, not one number or time: "
+            "since() searches a field of scalars"
+        )
+    return operator.itemgetter(field)
+
+
+def _itself(values: Any) -> Any:
+    return values
+
+
+def _frame(arrays: Sequence[npt.NDArray[Any]], starts: Sequence[int], dtype: np.dtype[Any]) -> Any:
+    """A pandas DataFrame of ``arrays`` (a copy), indexed by position: array ``j``'s first
+    record is at ``starts[j]``; one column per field, or one named "value"."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise MissingDependencyError(
+            "to_pandas() needs pandas, which is not installed: pip install 'atomic-log-shm[pandas]'"
+        ) from None
+    data = _concatenate(list(arrays), dtype)
+    ranges = [
+        np.arange(start, start + len(a), dtype=np.int64) for a, start in zip(arrays, starts, strict=True)
+    ]
+    index = pd.Index(np.concatenate(ranges) if ranges else np.empty(0, np.int64), name="position")
+    columns = {"value": data} if dtype.names is None else {field: data[field] for field in dtype.names}
+    return pd.DataFrame(columns, index=index)
