@@ -2,9 +2,9 @@
 
     atomic-log demo [--duration S] [--readers N]   a live writer and readers, then clean up
     atomic-log inspect NAME [--json]               a log's header, in words
-    atomic-log tail NAME [-n N] [--json]           print records as they are published
+    atomic-log tail NAME [-n N] [--json]           print the newest records, then follow
     atomic-log ls [--json]                         the logs on this host
-    atomic-log rm NAME [NAME ...]                  remove logs (crash leftovers included)
+    atomic-log rm [--stale] [PATTERN ...]          remove logs (crash leftovers included)
     atomic-log bench [ARGS ...]                    the quick benchmark (atomic_log_shm.bench)
 
 Everything here goes through the public API (attach, cursor, ``info()``, ``list_logs()``,
@@ -19,6 +19,7 @@ only by the demo's live view, and only if it is installed.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import importlib
 import json
 import math
@@ -266,25 +267,60 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _info_of(name: str) -> LogInfo | None:
+    """Log ``name``'s info; None for an orphan, a damaged log or one we may not read."""
+    try:
+        with closing(AtomicLog.attach(name)) as log:
+            return log.info()
+    except AtomicLogError:
+        return None
+
+
+def _matching(patterns: list[str], stale: bool) -> tuple[list[str], list[str]]:
+    """The log names ``rm`` removes, in order, and one error line per pattern that matched
+    no log. A name without wildcards is taken as it is (its own error if there is no such
+    log); with ``stale``, no pattern means every log."""
+    known = sorted(set(_shm.log_names()) | _shm.region_owners())
+    names: list[str] = []
+    errors: list[str] = []
+    for pattern in patterns or ["*"]:
+        if not any(c in pattern for c in "*?["):
+            found = [pattern]
+        else:
+            found = fnmatch.filter(known, pattern)
+            if not found and not stale:
+                errors.append(f"{PROG}: no log matches {pattern!r} ('{PROG} ls' lists them)")
+        names += [name for name in found if name not in names]
+    return names, errors
+
+
 def _cmd_rm(args: argparse.Namespace) -> int:
-    status = 0
-    for name in args.names:
+    names, errors = _matching(args.patterns, args.stale)
+    for line in errors:
+        print(line, file=sys.stderr)
+    status = 1 if errors else 0
+    headers = set(_shm.log_names()) if args.stale else set()
+    removed_any = False
+    for name in names:
+        info = _info_of(name)
+        holder = info.writer_pid if info is not None and info.writer_active else None
+        # Stale: a readable log no writer holds, or segments without a header (an orphan).
+        # A log that cannot be read might have a live writer: --stale leaves it alone.
+        stale = not info.writer_active if info is not None else name not in headers
+        if args.stale and not stale:
+            continue
         try:
-            holder = None
-            try:
-                with closing(AtomicLog.attach(name)) as log:
-                    info = log.info()
-                    holder = info.writer_pid if info.writer_active else None
-            except AtomicLogError:
-                pass  # an orphan or a damaged log: remove_log() still removes what is there
             removed = remove_log(name)
         except AtomicLogError as exc:
             print(f"{PROG}: {exc}", file=sys.stderr)
             status = 1
             continue
+        removed_any = True
         print(f"removed {name} ({removed} shared-memory regions)")
         if holder:
             print(f"  note: pid {holder} still writes to it; its writer stops at its next rollover")
+    if args.stale and not removed_any and not errors:
+        print("no stale logs to remove")
     return status
 
 
@@ -363,7 +399,7 @@ def _parser() -> argparse.ArgumentParser:
 
     tail = commands.add_parser(
         "tail",
-        help="print records as they are published",
+        help="print the newest records, then follow until Ctrl-C",
         description="Print the newest records, then each record as it is published, until Ctrl-C "
         "(exit status 0) or until the log is removed. Waits for the writer without using CPU. "
         "Records that were reclaimed before tail could print them are noted as "
@@ -392,9 +428,17 @@ def _parser() -> argparse.ArgumentParser:
     rm = commands.add_parser(
         "rm",
         help="remove logs",
-        description="Remove logs from the system, with any segments crashed writers left behind.",
+        description="Remove logs from the system, with any segments crashed writers left behind, "
+        "and print each name removed. A PATTERN may hold shell-style wildcards ('sensors-*'; quote "
+        "it); a pattern that matches no log is an error (exit status 1).",
     )
-    rm.add_argument("names", nargs="+", metavar="NAME")
+    rm.add_argument("patterns", nargs="*", metavar="PATTERN", help="log names or shell-style patterns")
+    rm.add_argument(
+        "--stale",
+        action="store_true",
+        help="remove only logs no writer holds (a writer that closed or died), and orphaned "
+        "segments; without PATTERN, every such log",
+    )
     rm.set_defaults(run=_cmd_rm)
 
     bench = commands.add_parser(
@@ -410,7 +454,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:  # what a newcomer types first: the help, not an error
+        parser.print_help()
+        return 0
     args, extra = parser.parse_known_args(argv)
+    if args.command == "rm" and not (args.patterns or args.stale):
+        parser.error("rm takes a log NAME or PATTERN, or --stale")
     if args.command == "bench":
         args.bench_args = extra
     elif extra:

@@ -15,10 +15,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pytest
 from support import SHM, regions_of
 
-from atomic_log_shm import _cli
+from atomic_log_shm import AtomicLog, _cli
 
 CLI = [sys.executable, "-m", "atomic_log_shm"]
 TIMEOUT = 60  # seconds for any one command; nothing here should take more than a few
@@ -282,7 +283,14 @@ def test_a_missing_log_is_one_line_on_stderr_and_exit_1(command: list[str]) -> N
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["frobnicate"], ["inspect"], ["tail", "x", "-n", "-1"], ["demo", "--readers", "0"], ["ls", "extra"]],
+    [
+        ["frobnicate"],
+        ["inspect"],
+        ["tail", "x", "-n", "-1"],
+        ["demo", "--readers", "0"],
+        ["ls", "extra"],
+        ["rm"],
+    ],
 )
 def test_bad_usage_exits_2(args: list[str]) -> None:
     result = cli(*args)
@@ -293,6 +301,52 @@ def test_bad_usage_exits_2(args: list[str]) -> None:
 def test_version_and_help() -> None:
     assert cli("--version").stdout.startswith("atomic-log 0.")
     assert "inspect" in cli("--help").stdout
+    alone = cli()  # what a newcomer types first
+    assert alone.returncode == 0 and alone.stderr == ""
+    assert alone.stdout == cli("--help").stdout and "follow until Ctrl-C" in alone.stdout
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str], list[str]]:
+    status = _cli.main(list(args))
+    out, err = capsys.readouterr()
+    return status, out.splitlines(), err.splitlines()
+
+
+def test_rm_takes_shell_patterns_and_says_what_it_removed(
+    log_name: Callable[[], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = log_name()
+    for suffix in ("x1", "x2", "y"):
+        AtomicLog.new(retained=4, segment=2, dtype=np.int64, name=f"{base}-{suffix}").close()
+    status, out, err = run_main(capsys, "rm", f"{base}-x*")
+    assert status == 0 and err == []
+    assert [line.split(" (")[0] for line in out] == [f"removed {base}-x1", f"removed {base}-x2"]
+    assert regions_of(f"{base}-x1") == regions_of(f"{base}-x2") == [] and regions_of(f"{base}-y")
+    status, out, err = run_main(capsys, "rm", f"{base}-z?", f"{base}-[y]")
+    assert status == 1 and err == [f"atomic-log: no log matches '{base}-z?' ('atomic-log ls' lists them)"]
+    assert [line.split(" (")[0] for line in out] == [f"removed {base}-y"]
+
+
+def test_rm_stale_removes_only_logs_no_writer_holds(
+    log_name: Callable[[], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = log_name()
+    live_writer, live = AtomicLog.new_claimed(retained=4, segment=2, dtype=np.int64, name=f"{base}-live")
+    closed_writer, closed = AtomicLog.new_claimed(retained=4, segment=2, dtype=np.int64, name=f"{base}-gone")
+    orphan_writer, orphan = AtomicLog.new_claimed(retained=4, segment=2, dtype=np.int64, name=f"{base}-orph")
+    with live, live_writer, closed, orphan:
+        for writer in (closed_writer, orphan_writer):
+            writer.extend(range(5))
+            writer.close()
+        os.unlink(f"{SHM}/{base}-orph")  # the header gone, its segments left
+        status, out, err = run_main(capsys, "rm", "--stale", f"{base}-*")
+        assert status == 0 and err == []
+        assert [line.split(" (")[0] for line in out] == [f"removed {base}-gone", f"removed {base}-orph"]
+        assert regions_of(f"{base}-gone") == regions_of(f"{base}-orph") == []
+        assert regions_of(f"{base}-live")  # its writer is alive
+        assert run_main(capsys, "rm", "--stale", f"{base}-*") == (0, ["no stale logs to remove"], [])
+        live_writer.append(1)
+    live.unlink()
 
 
 def test_bench_without_the_benchmark_module_says_so(
