@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._errors import InvalidArgumentError
+from ._errors import InvalidArgumentError, NotPicklableError
 from ._reader import Reader
 from ._snapshot import Snapshot, _frame
 
@@ -122,7 +122,7 @@ class Cursor:
         return await self._reader.wait_beyond_async(self._position, timeout)
 
     def __reduce__(self) -> Any:
-        raise TypeError("a Cursor cannot be pickled: send the log and make a cursor there")
+        raise NotPicklableError("a Cursor cannot be pickled: send the log and make a cursor there")
 
     def __repr__(self) -> str:
         return f"<Cursor of {self._reader.name!r} at position {self._position}>"

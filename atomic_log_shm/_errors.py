@@ -25,6 +25,11 @@ class MissingDependencyError(AtomicLogError, ImportError):
     names the extra to install. Catchable as ImportError."""
 
 
+class NotPicklableError(AtomicLogError, TypeError):
+    """A handle that maps this process's shared memory was pickled (to send it to another
+    process); send the log's name and open it there. Catchable as TypeError."""
+
+
 class InvalidNameError(AtomicLogError, ValueError):
     """The log name cannot be used as a POSIX shared-memory name."""
 

@@ -27,6 +27,7 @@ from ._errors import (
     IndexOutOfRangeError,
     InvalidArgumentError,
     MissingDependencyError,
+    NotPicklableError,
 )
 from ._header import HEAD_WORD
 from ._reader import Reader
@@ -363,7 +364,7 @@ class Snapshot:
         return self._log
 
     def __reduce__(self) -> Any:
-        raise TypeError("a Snapshot cannot be pickled: send the log and snapshot it there")
+        raise NotPicklableError("a Snapshot cannot be pickled: send the log and snapshot it there")
 
     def __repr__(self) -> str:
         return (

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import mmap
 import os
+import pickle
 import secrets
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,13 +27,16 @@ from atomic_log_shm import (
     AtomicLogError,
     CorruptLogError,
     DtypeMismatchError,
+    IndexOutOfRangeError,
     InvalidArgumentError,
     InvalidNameError,
     InvalidRecordError,
     LogClosedError,
     LogExistsError,
     LogNotFoundError,
+    MissingDependencyError,
     NotALogError,
+    NotPicklableError,
     OutOfSpaceError,
     UnsupportedDtypeError,
     VersionMismatchError,
@@ -125,6 +130,9 @@ def claimed(log_name: Names) -> Iterator[Callable[..., tuple[Writer, AtomicLog]]
         (LogNotFoundError, FileNotFoundError),
         (LogExistsError, FileExistsError),
         (OutOfSpaceError, OSError),
+        (IndexOutOfRangeError, IndexError),
+        (MissingDependencyError, ImportError),
+        (NotPicklableError, TypeError),
     ],
 )
 def test_errors_are_also_the_standard_exception_that_fits(error: type, standard: type) -> None:
@@ -607,3 +615,68 @@ def test_a_snapshot_of_an_unlinked_log_says_so(claimed: Callable[..., tuple[Writ
     log.unlink()
     with pytest.raises(LogNotFoundError, match=f"{log.name}.*unlinked"):
         log.snapshot()
+
+
+# -- no internal exception behind a public one; views that refuse politely ----------------------
+
+
+@pytest.mark.xfail(
+    reason="_writer.py: append() calls its slow path inside 'except IndexError', so the "
+    "LogNotFoundError of a removed log carries the IndexError as its context; fix in "
+    "Writer.append (leave the except block before calling _append_rolling)",
+)
+def test_a_writer_of_a_removed_log_shows_no_internal_error(
+    claimed: Callable[..., tuple[Writer, AtomicLog]],
+) -> None:
+    writer, log = claimed(retained=4, segment=2)
+    log.unlink()
+    with pytest.raises(LogNotFoundError, match=f"{log.name}.*unlinked") as raised:
+        for v in range(10):  # a rollover comes within 3 appends
+            writer.append(v)
+    shown = raised.value.__cause__ or (
+        None if raised.value.__suppress_context__ else raised.value.__context__
+    )
+    assert shown is None, f"{type(shown).__name__} shown under the LogNotFoundError"
+
+
+def test_an_extend_across_a_removed_log_shows_no_internal_error(
+    claimed: Callable[..., tuple[Writer, AtomicLog]],
+) -> None:
+    writer, log = claimed(retained=4, segment=2)
+    log.unlink()
+    with pytest.raises(LogNotFoundError) as raised:
+        writer.extend(range(10))
+    assert raised.value.__cause__ is None and not isinstance(raised.value.__context__, IndexError)
+
+
+def test_views_refuse_pickling_with_a_typed_error(claimed: Callable[..., tuple[Writer, AtomicLog]]) -> None:
+    _, log = claimed()
+    for view, what in ((log.snapshot(), "Snapshot"), (log.cursor(), "Cursor")):
+        with pytest.raises(NotPicklableError, match=f"a {what} cannot be pickled: send the log"):
+            pickle.dumps(view)
+
+
+def test_snapshot_index_and_since_errors_are_typed(claimed: Callable[..., tuple[Writer, AtomicLog]]) -> None:
+    writer, log = claimed(np.dtype([("t", "<f8"), ("pos", "<f4", (3,))]))
+    writer.append((1.0, (0.0, 1.0, 2.0)))
+    snap = log.snapshot()
+    with pytest.raises(IndexOutOfRangeError, match=f"index 1 is out of range: the snapshot of '{log.name}'"):
+        snap[1]
+    with pytest.raises(InvalidArgumentError, match="indexed by an int or a slice, not str"):
+        snap["t"]  # type: ignore[call-overload]
+    with pytest.raises(InvalidArgumentError, match=f"field 'pos' of log '{log.name}' is"):
+        snap.since("pos", 0)
+    with pytest.raises(InvalidArgumentError, match="no field 'x'; its fields are t, pos"):
+        snap.since("x", 0)
+
+
+def test_to_pandas_without_pandas_names_the_extra(
+    claimed: Callable[..., tuple[Writer, AtomicLog]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, log = claimed()
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if not installed
+    with pytest.raises(MissingDependencyError, match=r"pip install 'atomic-log-shm\[pandas\]'") as raised:
+        log.snapshot().to_pandas()
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    with pytest.raises(ImportError):
+        log.cursor().poll().to_pandas()
