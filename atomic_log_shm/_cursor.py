@@ -41,9 +41,11 @@ class Poll:
         self._dtype = dtype
 
     def to_pandas(self) -> Any:
-        """The new records as a ``pandas.DataFrame`` (a copy) indexed by position (index name
-        ``"position"``), one column per field; a log of plain values gives one column,
-        ``"value"``. Needs pandas: ``pip install 'atomic-log-shm[pandas]'``."""
+        """The new records, as a ``pandas.DataFrame`` (a copy) indexed by position.
+
+        The index is named ``"position"``; there is one column per field, or one column,
+        ``"value"``, for a log of plain values. Needs pandas:
+        ``pip install 'atomic-log-shm[pandas]'``."""
         starts = itertools.accumulate((len(a) for a in self.arrays), initial=self.start)
         return _frame(self.arrays, list(starts)[: len(self.arrays)], self._dtype)
 
@@ -113,8 +115,10 @@ class Cursor:
         return Poll(arrays, start - position, start, self._reader.dtype)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block, using no CPU, until a record at or after ``position`` is published or
-        ``timeout`` seconds pass. True if there is something to poll."""
+        """Block, using no CPU, until there is something to poll or the time is up.
+
+        Returns when a record at or after ``position`` is published or ``timeout`` seconds
+        pass: True if there is something to poll."""
         return self._reader.wait_beyond(self._position, timeout)
 
     async def wait_async(self, timeout: float | None = None) -> bool:

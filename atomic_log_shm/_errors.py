@@ -12,8 +12,10 @@ class AtomicLogError(Exception):
 
 
 class InvalidArgumentError(AtomicLogError, ValueError, TypeError):
-    """An argument of the wrong type or out of range (a capacity that is not a positive
-    int, an unusable mode). Catchable as ValueError or TypeError."""
+    """An argument of the wrong type or out of range.
+
+    For example a capacity that is not a positive int, or an unusable mode. Catchable as
+    ValueError or TypeError."""
 
 
 class IndexOutOfRangeError(AtomicLogError, IndexError):
@@ -21,13 +23,17 @@ class IndexOutOfRangeError(AtomicLogError, IndexError):
 
 
 class MissingDependencyError(AtomicLogError, ImportError):
-    """An optional dependency is not installed (pandas for ``to_pandas()``); the message
-    names the extra to install. Catchable as ImportError."""
+    """An optional dependency is not installed.
+
+    pandas, for ``to_pandas()``; the message names the extra to install. Catchable as
+    ImportError."""
 
 
 class NotPicklableError(AtomicLogError, TypeError):
-    """A handle that maps this process's shared memory was pickled (to send it to another
-    process); send the log's name and open it there. Catchable as TypeError."""
+    """A handle that maps this process's shared memory cannot be pickled.
+
+    To use a log in another process, send the log (or its name) and open the view there.
+    Catchable as TypeError."""
 
 
 class InvalidNameError(AtomicLogError, ValueError):
@@ -39,13 +45,16 @@ class UnsupportedDtypeError(AtomicLogError, TypeError):
 
 
 class InvalidRecordError(AtomicLogError, ValueError, TypeError):
-    """A value passed to append() or extend() does not fit the log's dtype (numpy said
-    ValueError, TypeError or OverflowError). Catchable as ValueError or TypeError."""
+    """A value passed to append() or extend() does not fit the log's dtype.
+
+    numpy said ValueError, TypeError or OverflowError. Catchable as ValueError or TypeError."""
 
 
 class LogMismatchError(AtomicLogError, ValueError):
-    """An existing log differs from what was asked for (``new(..., exist_ok=True)``): its
-    dtype or capacities. The message shows both sides."""
+    """An existing log differs from what was asked for.
+
+    Raised by ``new(..., exist_ok=True)`` when the dtype or capacities differ; the message
+    shows both sides."""
 
 
 class DtypeMismatchError(LogMismatchError, TypeError):

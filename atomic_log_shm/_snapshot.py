@@ -160,9 +160,10 @@ class Snapshot:
 
     @property
     def missed(self) -> int:
-        """How many positions the last ``refresh()`` skipped: after the previous view's end
-        but not shown by this one (reclaimed before it looked, or never written because the
-        writer skipped them). 0 while the reader keeps up."""
+        """How many positions the last ``refresh()`` skipped; 0 while the reader keeps up.
+
+        Positions after the previous view's end but not shown by this one: reclaimed before
+        it looked, or never written because the writer skipped them."""
         return self._view[_MISSED]
 
     def _advance(self, view: _View, head: int) -> _View | None:
@@ -232,8 +233,10 @@ class Snapshot:
         return (chunks, length, head, start, count, head_array, epoch_word, count_word, 0)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block, using no CPU, until records newer than this view are published or
-        ``timeout`` seconds pass. True if ``refresh()`` will show more."""
+        """Block, using no CPU, until there is more to show or the time is up.
+
+        Returns when records newer than this view are published or ``timeout`` seconds
+        pass: True if ``refresh()`` will show more."""
         return self._reader.wait_beyond(self.end, timeout)
 
     def __len__(self) -> int:
@@ -271,8 +274,10 @@ class Snapshot:
     @overload
     def __getitem__(self, index: slice) -> npt.NDArray[Any]: ...
     def __getitem__(self, index: int | slice) -> Any:
-        """The records shown, by index in the view as in a list (``snap[0]`` is the oldest
-        shown, ``snap[-1]`` the newest; not by position, see ``start``).
+        """The records shown, by index in the view, as in a list.
+
+        ``snap[0]`` is the oldest record shown, ``snap[-1]`` the newest: indices count in the
+        view, not positions (``snap[0]`` is at position ``start``).
 
         An int gives one record, as the read-only numpy scalar iteration gives; a slice gives
         a copy (writable, owned by you), one contiguous array. Finding a record takes
@@ -352,9 +357,11 @@ class Snapshot:
         return [head, *chunks[first + 1 :]]
 
     def to_pandas(self) -> Any:
-        """Every record shown as a ``pandas.DataFrame`` (a copy) indexed by position (index
-        name ``"position"``), one column per field; a log of plain values gives one column,
-        ``"value"``. Needs pandas: ``pip install 'atomic-log-shm[pandas]'``."""
+        """Every record shown, as a ``pandas.DataFrame`` (a copy) indexed by position.
+
+        The index is named ``"position"``; there is one column per field, or one column,
+        ``"value"``, for a log of plain values. Needs pandas:
+        ``pip install 'atomic-log-shm[pandas]'``."""
         chunks = self._view[_CHUNKS]
         return _frame([c.values for c in chunks], [c.start for c in chunks], self._reader.dtype)
 

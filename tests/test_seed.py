@@ -20,7 +20,8 @@ def test_seed_readme_example() -> None:
         writer.append(7)
         snap.refresh()
         assert [int(v) for v in snap.iter()] == list(range(8))
-        assert [(c.sequence, len(c.values)) for c in snap.chunks()] == [(0, 4), (1, 4)]
+        assert [(c.sequence, len(c)) for c in snap.chunks()] == [(0, 4), (1, 4)]
+        assert int(snap[-1]) == 7 and snap[2:5].tolist() == [2, 3, 4]
         writer.close()
 
 
