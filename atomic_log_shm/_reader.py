@@ -222,7 +222,7 @@ class Reader:
                 raise LogNotFoundError(f"log {self.name!r} was unlinked or replaced while this reader waited")
             return not until_writer_gone or self.writer_active()
 
-        return _wait.wait_until(self._waits, lambda: self.end() > position, timeout, still)
+        return _wait.wait_until(self._waits, self.end, position, timeout, still)
 
     def writer_active(self) -> bool:
         """Whether some writer holds the claim on this log now (taking nothing, writing nothing)."""

@@ -10,7 +10,8 @@ write, and only readers that wait do:
                             for membarrier, else 0)
 
 Waiter: look at the log, yielding the CPU, for up to ``_SPIN`` (a follower that keeps up
-finds the next records here, costing the writer nothing); then load ``signal``; store
+with a fast writer finds the next records here, costing the writer nothing; the spin is
+skipped for ``_SPIN_PAUSE`` after one that did not pay); then load ``signal``; store
 ``waiting = 1``; if ``fenced``, ``membarrier(GLOBAL_EXPEDITED)``; look at the log again
 (return if something arrived); ``FUTEX_WAIT(signal, loaded value, slice)``; repeat.
 Writer, after each publication: load ``waiting``; if set, store ``waiting = 0``, bump
@@ -68,6 +69,7 @@ _MEMBARRIER_CMD_QUERY = 0
 _MEMBARRIER_CMD_GLOBAL_EXPEDITED = 1 << 1
 _MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED = 1 << 2
 _SPIN = 30e-6  # how long a waiter looks again (yielding) before it asks to be woken
+_SPIN_PAUSE = 0.01  # after a spin that did not pay, how long waiters of this process skip it
 _SLICE = 0.5  # the longest a fenced waiter sleeps before it looks at the log again
 _UNFENCED_SLICE = 0.01  # without membarrier: the bound on a missed wake-up's delay
 CHECK_EVERY = 0.5  # how often a waiter checks that the log (or its writer) is still there
@@ -168,6 +170,9 @@ class WaitRegion:
         self._region.close()
 
 
+_spin_after = 0.0  # time.monotonic() before which waiters do not spin
+
+
 def _fence() -> None:
     """A full barrier on every CPU that runs a registered writer (and on this one)."""
     _syscall(_SYS_MEMBARRIER, _MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0)
@@ -175,26 +180,39 @@ def _fence() -> None:
 
 def wait_until(
     region: WaitRegion | None,
-    ready: Callable[[], bool],
+    end: Callable[[], int],
+    position: int,
     timeout: float | None,
     still: Callable[[], bool] | None = None,
 ) -> bool:
-    """Block until ``ready()`` or ``timeout`` seconds pass; True if ready. Sleeps on the
-    futex of ``region``, or polls with backoff where this process cannot map it (None).
+    """Block until ``end()`` passes ``position`` or ``timeout`` seconds pass; True if it
+    did. Sleeps on the futex of ``region``, or polls with backoff where this process
+    cannot map it (None).
 
     Every ``CHECK_EVERY`` seconds of waiting, ``still()`` (if given) says whether waiting
     still makes sense: False ends the wait (returning False); it may also raise.
     """
+
+    def ready() -> bool:
+        return end() > position
+
     if ready():
         return True
     now = time.monotonic()
     deadline = None if timeout is None else now + timeout
     check_at = now + CHECK_EVERY
-    spin_until = time.perf_counter() + _SPIN
-    while time.perf_counter() < spin_until:  # the next records may be a moment away
-        os.sched_yield()
-        if ready():
-            return True
+    global _spin_after
+    if now >= _spin_after:  # the next records may be a moment away: look again, yielding
+        began = time.perf_counter()
+        while time.perf_counter() - began < _SPIN:
+            os.sched_yield()  # lets a writer that shares this CPU run
+            if ready():
+                # Spinning pays while records come faster than one per _SPIN: then a
+                # follower that yields keeps up without ever costing the writer a wake-up.
+                if (end() - position) * _SPIN < time.perf_counter() - began:
+                    _spin_after = time.monotonic() + _SPIN_PAUSE
+                return True
+        _spin_after = time.monotonic() + _SPIN_PAUSE  # it did not pay: sleep at once for a while
     nap = _FIRST_NAP
     while True:
         now = time.monotonic()
