@@ -69,7 +69,8 @@ _MEMBARRIER_CMD_QUERY = 0
 _MEMBARRIER_CMD_GLOBAL_EXPEDITED = 1 << 1
 _MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED = 1 << 2
 _SPIN = 30e-6  # how long a waiter looks again (yielding) before it asks to be woken
-_SPIN_PAUSE = 0.01  # after a spin that did not pay, how long waiters of this process skip it
+_SPIN_PAUSE = 0.01  # after a spin that did not pay, how long waiters of this process skip it,
+_LONGEST_SPIN_PAUSE = 1.0  # doubling up to this while spins keep not paying
 _SLICE = 0.5  # the longest a fenced waiter sleeps before it looks at the log again
 _UNFENCED_SLICE = 0.01  # without membarrier: the bound on a missed wake-up's delay
 CHECK_EVERY = 0.5  # how often a waiter checks that the log (or its writer) is still there
@@ -171,6 +172,7 @@ class WaitRegion:
 
 
 _spin_after = 0.0  # time.monotonic() before which waiters do not spin
+_spin_pause = _SPIN_PAUSE  # how long the next spin that does not pay stops spinning
 
 
 def _fence() -> None:
@@ -201,7 +203,7 @@ def wait_until(
     now = time.monotonic()
     deadline = None if timeout is None else now + timeout
     check_at = now + CHECK_EVERY
-    global _spin_after
+    global _spin_after, _spin_pause
     if now >= _spin_after:  # the next records may be a moment away: look again, yielding
         began = time.perf_counter()
         while time.perf_counter() - began < _SPIN:
@@ -209,10 +211,16 @@ def wait_until(
             if ready():
                 # Spinning pays while records come faster than one per _SPIN: then a
                 # follower that yields keeps up without ever costing the writer a wake-up.
-                if (end() - position) * _SPIN < time.perf_counter() - began:
-                    _spin_after = time.monotonic() + _SPIN_PAUSE
-                return True
-        _spin_after = time.monotonic() + _SPIN_PAUSE  # it did not pay: sleep at once for a while
+                if (end() - position) * _SPIN >= time.perf_counter() - began:
+                    _spin_pause = _SPIN_PAUSE
+                    return True
+                break
+        # It did not pay (a yield may have lent the CPU to another program for long): skip
+        # spinning for a while, twice as long each time in a row.
+        _spin_after = time.monotonic() + _spin_pause
+        _spin_pause = min(2 * _spin_pause, _LONGEST_SPIN_PAUSE)
+        if ready():
+            return True
     nap = _FIRST_NAP
     while True:
         now = time.monotonic()
