@@ -212,3 +212,37 @@ def _hold_claim(name: str, seconds: float) -> None:
     assert writer is not None
     time.sleep(seconds)
     writer.close()
+
+
+def test_without_the_fence_waiters_still_wake_and_sleep_in_short_slices(
+    log_name: Callable[[], str],
+) -> None:
+    # Where the kernel refuses membarrier the writer leaves `fenced` at 0: waiters skip the
+    # fence and sleep at most _UNFENCED_SLICE, which bounds a missed wake-up's delay.
+    writer, log = AtomicLog.new_claimed(name=log_name(), retained=64, segment=32, dtype=np.int64)
+    with log, writer:
+        region = _wait.WaitRegion.open(log.name, log._reader.layout.nonce)
+        assert region is not None
+        assert region.words[_wait.FENCED_WORD] == int(_wait.MEMBARRIER)
+        region.words[_wait.FENCED_WORD] = 0
+        cursor = log.cursor("newest")
+        began = time.monotonic()
+        assert cursor.wait(0.05) is False
+        assert time.monotonic() - began < 0.5
+        ctx = mp.get_context("fork")
+        child = ctx.Process(target=_append_after, args=(log.name, 0.1))
+        writer.close()
+        child.start()
+        assert cursor.wait(5.0)
+        child.join()
+        assert region.words[_wait.FENCED_WORD] == int(_wait.MEMBARRIER)  # the new writer's claim
+        region.close()
+
+
+def _append_after(name: str, delay: float) -> None:
+    log = AtomicLog.attach(name)
+    writer = log.try_claim_writer()
+    assert writer is not None
+    time.sleep(delay)
+    writer.append(1)
+    writer.close()
