@@ -200,7 +200,7 @@ class Writer:
             self._map[i * size : end * size] = records  # type: ignore[call-overload]
             self._count = end
             self._words[self._count_word] = end  # publish; pairs with Reader.slot()
-            if self._waiting[_WAITING]:
+            if self._waiting[_WAITING]:  # after the count store; pairs with the waiter's store + fence
                 self._waits.wake()  # type: ignore[union-attr]
         else:
             self._extend_across(records)
@@ -225,7 +225,7 @@ class Writer:
             done += n
             self._count = end
             self._words[self._count_word] = end  # publish; pairs with Reader.slot()
-            if self._waiting[_WAITING]:
+            if self._waiting[_WAITING]:  # after the count store; pairs with the waiter's store + fence
                 self._waits.wake()  # type: ignore[union-attr]
 
     def _append_rolling(self, value: Any) -> None:
@@ -239,7 +239,7 @@ class Writer:
         self._data[0:1] = record
         self._count = 1
         self._words[self._count_word] = 1  # publish; pairs with Reader.slot()
-        if self._waiting[_WAITING]:
+        if self._waiting[_WAITING]:  # after the count store; pairs with the waiter's store + fence
             self._waits.wake()  # type: ignore[union-attr]
 
     def skip_to(self, position: int) -> None:
