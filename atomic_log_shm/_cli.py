@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from . import __version__, _shm
 from ._cursor import Cursor, Poll
-from ._errors import AtomicLogError
+from ._errors import AtomicLogError, LogNotFoundError
 from ._info import LogInfo, list_logs
 from ._log import AtomicLog, remove_log
 
@@ -191,8 +191,11 @@ def _batches(cursor: Cursor, name: str, gather: float) -> Iterator[Poll]:
         batch = cursor.poll()
         if batch.arrays or batch.missed:
             yield batch
-        if cursor.wait(timeout=1.0):
-            time.sleep(gather)
+        try:
+            if cursor.wait(timeout=1.0):
+                time.sleep(gather)
+        except LogNotFoundError:  # unlinked or replaced while we slept
+            return
         if time.monotonic() >= next_check:
             next_check = time.monotonic() + 1.0
             try:

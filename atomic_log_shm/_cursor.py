@@ -114,12 +114,15 @@ class Cursor:
         self._position = reached
         return Poll(arrays, start - position, start, self._reader.dtype)
 
-    def wait(self, timeout: float | None = None) -> bool:
+    def wait(self, timeout: float | None = None, *, until_writer_gone: bool = False) -> bool:
         """Block, using no CPU, until there is something to poll or the time is up.
 
         Returns when a record at or after ``position`` is published or ``timeout`` seconds
-        pass: True if there is something to poll."""
-        return self._reader.wait_beyond(self._position, timeout)
+        pass: True if there is something to poll. Raises LogNotFoundError within about a
+        second once the log is unlinked or replaced by a new log of the same name. With
+        ``until_writer_gone=True`` it also returns False within about a second once no
+        writer holds the claim (see ``log.info().writer_active``)."""
+        return self._reader.wait_beyond(self._position, timeout, until_writer_gone)
 
     async def wait_async(self, timeout: float | None = None) -> bool:
         """``wait()`` for asyncio: never blocks the event loop. True if there is news."""

@@ -9,14 +9,13 @@ so a live log can be looked at without disturbing its writer.
 from __future__ import annotations
 
 import datetime
-import os
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.lib import format as npformat
 
-from . import _claim, _shm
+from . import _shm
 from ._errors import AtomicLogError
 from ._header import CREATED_WORD, PID_WORD
 from ._reader import Reader
@@ -93,16 +92,6 @@ class LogInfo:
         }
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, as another user's process
-    return True
-
-
 def log_info(reader: Reader) -> LogInfo:
     """The state of the log ``reader`` reads, now."""
     layout = reader.layout
@@ -110,10 +99,7 @@ def log_info(reader: Reader) -> LogInfo:
     segments = tuple(SegmentInfo(*s) for s in found)
     shown = [s for s in segments if s.published]
     pid = reader.words[PID_WORD] or None
-    try:
-        active = _claim.held(reader.name)
-    except OSError:  # no /proc/locks here, or the log is gone: the recorded pid is the best guess
-        active = pid is not None and _alive(pid)
+    active = reader.writer_active()
     regions, size = _shm.footprint(reader.name, layout.nonce)
     created_ns = reader.words[CREATED_WORD]
     return LogInfo(

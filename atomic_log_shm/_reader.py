@@ -36,14 +36,15 @@ consistent picture goes through ``consistent()``: one retry loop, one limit, one
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
 
-from . import _segment, _shm, _wait
+from . import _claim, _segment, _shm, _wait
 from ._errors import AtomicLogError, CorruptLogError, LogClosedError, LogNotFoundError
-from ._header import HEAD_WORD, Layout, Words, read_layout, read_nonce
+from ._header import HEAD_WORD, PID_WORD, Layout, Words, read_layout, read_nonce
 from ._segment import Records
 
 _T = TypeVar("_T")
@@ -206,14 +207,30 @@ class Reader:
 
     # -- waiting ----------------------------------------------------------------------------
 
-    def wait_beyond(self, position: int, timeout: float | None) -> bool:
+    def wait_beyond(self, position: int, timeout: float | None, until_writer_gone: bool = False) -> bool:
         """Block, using no CPU, until the log's end passes ``position`` or ``timeout``
-        seconds pass. True if it did."""
+        seconds pass. True if it did. Raises LogNotFoundError within about a second once
+        the log is unlinked or replaced; with ``until_writer_gone``, returns False within
+        about a second once no writer holds the claim."""
         if self._waits is False:
             self.words[0]  # raises LogClosedError on a closed reader
             self._waits = _wait.WaitRegion.open(self.name, self.layout.nonce)
         assert self._waits is not True
-        return _wait.wait_until(self._waits, lambda: self.end() > position, timeout)
+
+        def still() -> bool:
+            if not self.exists():
+                raise LogNotFoundError(f"log {self.name!r} was unlinked or replaced while this reader waited")
+            return not until_writer_gone or self.writer_active()
+
+        return _wait.wait_until(self._waits, self.end, position, timeout, still)
+
+    def writer_active(self) -> bool:
+        """Whether some writer holds the claim on this log now (taking nothing, writing nothing)."""
+        try:
+            return _claim.held(self.name)
+        except OSError:  # no /proc/locks here, or the log is gone: the recorded pid is the best guess
+            pid = self.words[PID_WORD]
+            return pid != 0 and _alive(pid)
 
     async def wait_beyond_async(self, position: int, timeout: float | None) -> bool:
         """``wait_beyond()`` for asyncio: the event loop never blocks."""
@@ -236,3 +253,14 @@ class Reader:
                 self._waits.close()
             self._waits = None
 
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a recorded pid may since have been reused)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user's process
+    return True

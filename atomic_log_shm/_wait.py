@@ -3,22 +3,36 @@
 Each log has a small wait region ``/NAME@<nonce>.wait``, the one region that readers may
 write, and only readers that wait do:
 
-    offset  size  field     written by                     read by
-    0       8     signal    writer, when it wakes waiters  futex (low 32 bits), waiters
-    8       8     waiting   waiters (1), writer (0)        writer, after each publication
+    offset  size  field     written by                          read by
+    0       8     signal    writer, when it wakes waiters       futex (low 32 bits), waiters
+    8       8     waiting   waiters (1), writer (0, when waking) writer, after each publication
+    16      8     fenced    writer, at claim (1: registered     waiters, before they sleep
+                            for membarrier, else 0)
 
-Waiter: load ``signal``; store ``waiting = 1``; look at the log again (return if something
-arrived); ``FUTEX_WAIT(signal, loaded value, slice)``; repeat until there is news or the
-timeout passes. Writer, after each publication: load ``waiting``; if set, bump ``signal``
-and ``FUTEX_WAKE`` every waiter; if the kernel woke none, store ``waiting = 0``. So a
-writer nobody waits on pays one load per publication and no system call, and a waiter that
-was killed or gave up costs the writer one system call, once.
+Waiter: look at the log, yielding the CPU, for up to ``_SPIN`` (a follower that keeps up
+with a fast writer finds the next records here, costing the writer nothing; the spin is
+skipped for ``_SPIN_PAUSE`` after one that did not pay); then load ``signal``; store
+``waiting = 1``; if ``fenced``, ``membarrier(GLOBAL_EXPEDITED)``; look at the log again
+(return if something arrived); ``FUTEX_WAIT(signal, loaded value, slice)``; repeat.
+Writer, after each publication: load ``waiting``; if set, store ``waiting = 0``, bump
+``signal``, ``FUTEX_WAKE`` every waiter. A writer nobody waits on pays one load per
+publication; each time waiters go to sleep costs it one system call.
 
-A waiter's store of ``waiting`` and its look at the log can be reordered on x86-64 (a load
-may pass an older store), as can the writer's count store and its load of ``waiting``:
-both may miss the other, and that publication wakes nobody. The next publication does, and
-a waiter never sleeps longer than ``_SLICE`` before it looks again, which bounds how late
-such a rare wake-up can be.
+Why no wake-up is lost (docs/design.md, "Waiting: why no wake-up is lost", has it in full):
+
+* the publication against the waiter's last look: the writer stores the count, then loads
+  ``waiting``; the waiter stores ``waiting``, then loads the count. x86-64 may let each load
+  pass its own older store, so both could miss the other. The waiter's membarrier orders
+  both: once it returns, every CPU running the (registered) writer has executed a full
+  barrier, so either the writer's count store is visible to the waiter's look, or the
+  writer's later load of ``waiting`` sees 1.
+* the writer's clear against a waiter that sets ``waiting`` meanwhile: the writer clears
+  *before* it bumps ``signal``; a waiter whose store of 1 the clear erased loaded ``signal``
+  before that store, so before the bump: its FUTEX_WAIT fails at once or is woken by
+  this wake, and it sets ``waiting`` again before it sleeps again.
+
+Where the kernel has no membarrier (``fenced`` is 0), the first argument does not hold: a
+wake-up may be missed, rarely, and is then late by at most ``_UNFENCED_SLICE``.
 
 The futex is shared (no FUTEX_PRIVATE_FLAG): the kernel keys it by file and offset, so
 the writer's and every reader's mappings meet on it. Where the wait region cannot be
@@ -44,12 +58,22 @@ from ._errors import LogNotFoundError
 SIZE = 64
 SIGNAL_WORD = 0
 WAITING_WORD = 1
+FENCED_WORD = 2
 
 _SYS_FUTEX = 202  # x86-64; the only architecture this library runs on (see _log.py)
 _FUTEX_WAIT = 0
 _FUTEX_WAKE = 1
 _WAKE_ALL = 0x7FFFFFFF
-_SLICE = 0.05  # the longest a waiter sleeps before it looks at the log again
+_SYS_MEMBARRIER = 324
+_MEMBARRIER_CMD_QUERY = 0
+_MEMBARRIER_CMD_GLOBAL_EXPEDITED = 1 << 1
+_MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED = 1 << 2
+_SPIN = 30e-6  # how long a waiter looks again (yielding) before it asks to be woken
+_SPIN_PAUSE = 0.01  # after a spin that did not pay, how long waiters of this process skip it,
+_LONGEST_SPIN_PAUSE = 1.0  # doubling up to this while spins keep not paying
+_SLICE = 0.5  # the longest a fenced waiter sleeps before it looks at the log again
+_UNFENCED_SLICE = 0.01  # without membarrier: the bound on a missed wake-up's delay
+CHECK_EVERY = 0.5  # how often a waiter checks that the log (or its writer) is still there
 _FIRST_NAP = 50e-6  # polling fallback
 _LONGEST_NAP = 2e-3
 
@@ -60,6 +84,16 @@ _syscall.restype = ctypes.c_long
 
 class _Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _membarrier_available() -> bool:
+    mask: int = _syscall(_SYS_MEMBARRIER, _MEMBARRIER_CMD_QUERY, 0, 0)
+    needed = _MEMBARRIER_CMD_GLOBAL_EXPEDITED | _MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED
+    return mask >= 0 and mask & needed == needed
+
+
+MEMBARRIER = _membarrier_available()
+"""Whether this kernel offers the asymmetric fence the wait protocol uses (queried once)."""
 
 
 def wait_mode(mode: int) -> int:
@@ -97,12 +131,22 @@ class WaitRegion:
             return None
         return cls(region)
 
+    def register_writer(self) -> None:
+        """Called by a writer once, at claim: let waiters fence against this process, and
+        tell them whether they can (``fenced``)."""
+        register = _MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED
+        fenced = MEMBARRIER and _syscall(_SYS_MEMBARRIER, register, 0, 0) == 0
+        self.words[FENCED_WORD] = int(fenced)
+
     def wake(self) -> None:
         """Wake every waiter (the writer calls this when ``waiting`` is set)."""
         words = self.words
+        # Clear before the bump: a waiter whose flag this erases loaded signal before the
+        # bump, so its FUTEX_WAIT cannot sleep through the wake below (pairs with the
+        # signal load, then waiting store, in wait_until).
+        words[WAITING_WORD] = 0
         words[SIGNAL_WORD] = (words[SIGNAL_WORD] + 1) & 0xFFFFFFFF
-        if _syscall(_SYS_FUTEX, ctypes.c_void_p(self.address), _FUTEX_WAKE, _WAKE_ALL, None, None, 0) == 0:
-            words[WAITING_WORD] = 0  # nobody was asleep: stop paying until someone waits again
+        _syscall(_SYS_FUTEX, ctypes.c_void_p(self.address), _FUTEX_WAKE, _WAKE_ALL, None, None, 0)
 
     def sleep(self, signal: int, seconds: float) -> None:
         """Sleep until woken, ``seconds`` pass, or ``signal`` has already changed."""
@@ -127,25 +171,84 @@ class WaitRegion:
         self._region.close()
 
 
-def wait_until(region: WaitRegion | None, ready: Callable[[], bool], timeout: float | None) -> bool:
-    """Block until ``ready()`` or ``timeout`` seconds pass; True if ready. Sleeps on the
-    futex of ``region``, or polls with backoff where this process cannot map it (None)."""
+_spin_after = 0.0  # time.monotonic() before which waiters do not spin
+_spin_pause = _SPIN_PAUSE  # how long the next spin that does not pay stops spinning
+
+
+def _fence() -> None:
+    """A full barrier on every CPU that runs a registered writer (and on this one)."""
+    _syscall(_SYS_MEMBARRIER, _MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0)
+
+
+def wait_until(
+    region: WaitRegion | None,
+    end: Callable[[], int],
+    position: int,
+    timeout: float | None,
+    still: Callable[[], bool] | None = None,
+) -> bool:
+    """Block until ``end()`` passes ``position`` or ``timeout`` seconds pass; True if it
+    did. Sleeps on the futex of ``region``, or polls with backoff where this process
+    cannot map it (None).
+
+    Every ``CHECK_EVERY`` seconds of waiting, ``still()`` (if given) says whether waiting
+    still makes sense: False ends the wait (returning False); it may also raise.
+    """
+
+    def ready() -> bool:
+        return end() > position
+
     if ready():
         return True
-    deadline = None if timeout is None else time.monotonic() + timeout
+    now = time.monotonic()
+    deadline = None if timeout is None else now + timeout
+    check_at = now + CHECK_EVERY
+    global _spin_after, _spin_pause
+    if now >= _spin_after:  # the next records may be a moment away: look again, yielding
+        began = time.perf_counter()
+        while time.perf_counter() - began < _SPIN:
+            os.sched_yield()  # lets a writer that shares this CPU run
+            if ready():
+                # Spinning pays while records come faster than one per _SPIN: then a
+                # follower that yields keeps up without ever costing the writer a wake-up.
+                if (end() - position) * _SPIN >= time.perf_counter() - began:
+                    _spin_pause = _SPIN_PAUSE
+                    return True
+                break
+        # It did not pay (a yield may have lent the CPU to another program for long): skip
+        # spinning for a while, twice as long each time in a row.
+        _spin_after = time.monotonic() + _spin_pause
+        _spin_pause = min(2 * _spin_pause, _LONGEST_SPIN_PAUSE)
+        if ready():
+            return True
     nap = _FIRST_NAP
     while True:
-        left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
+        now = time.monotonic()
+        if still is not None and now >= check_at:
+            if not still():
+                return False
+            check_at = now + CHECK_EVERY
+        if region is None:
+            slice_ = _SLICE
+        else:
+            fenced = region.words[FENCED_WORD]
+            slice_ = _SLICE if fenced else _UNFENCED_SLICE
+        slice_ = min(slice_, check_at - now) if still is not None else slice_
+        left = slice_ if deadline is None else min(slice_, deadline - now)
         if left <= 0:
-            return False
+            if deadline is not None and deadline <= now:
+                return False
+            continue
         if region is None:  # no futex for us: poll, backing off
             time.sleep(min(nap, left))
             nap = min(nap * 2, _LONGEST_NAP)
         else:
             words = region.words
-            signal = words[SIGNAL_WORD]
-            words[WAITING_WORD] = 1  # ask the writer to wake us after its next publication
-            if ready():
+            signal = words[SIGNAL_WORD]  # before the store below: pairs with the writer's clear, then bump
+            words[WAITING_WORD] = 1  # pairs with the writer's load of waiting after its count store
+            if fenced:
+                _fence()  # orders the store above before the look below, against the writer's pair
+            if ready():  # pairs with the writer's count store (Reader.slot's count load)
                 return True
             region.sleep(signal, left)
         if ready():

@@ -132,6 +132,8 @@ class Writer:
             raise
         self._segments = segments = _segment.WriterSegments(self._name, layout, mode, region)
         self._waits = waits = _wait.WaitRegion.open(self._name, layout.nonce)
+        if waits is not None:
+            waits.register_writer()  # waiters fence against this process from now on
         self._waiting = _NOBODY_WAITS if waits is None else waits.words
         self._finalizer = weakref.finalize(self, _release, segments, waits, claim)
         self._enter_segment(head, region, count, start)
@@ -165,7 +167,8 @@ class Writer:
         # Publish: after the record store above; pairs with the count load in
         # _reader.Reader.slot(), which readers make before loading any record.
         self._words[self._count_word] = i
-        if self._waiting[_WAITING]:  # someone sleeps on the futex (see _wait.py)
+        # After the count store; pairs with the waiter's waiting store + membarrier (_wait.py).
+        if self._waiting[_WAITING]:
             self._waits.wake()  # type: ignore[union-attr]
 
     def extend(self, values: Any) -> None:
@@ -197,7 +200,7 @@ class Writer:
             self._map[i * size : end * size] = records  # type: ignore[call-overload]
             self._count = end
             self._words[self._count_word] = end  # publish; pairs with Reader.slot()
-            if self._waiting[_WAITING]:
+            if self._waiting[_WAITING]:  # after the count store; pairs with the waiter's store + fence
                 self._waits.wake()  # type: ignore[union-attr]
         else:
             self._extend_across(records)
@@ -222,7 +225,7 @@ class Writer:
             done += n
             self._count = end
             self._words[self._count_word] = end  # publish; pairs with Reader.slot()
-            if self._waiting[_WAITING]:
+            if self._waiting[_WAITING]:  # after the count store; pairs with the waiter's store + fence
                 self._waits.wake()  # type: ignore[union-attr]
 
     def _append_rolling(self, value: Any) -> None:
@@ -236,7 +239,7 @@ class Writer:
         self._data[0:1] = record
         self._count = 1
         self._words[self._count_word] = 1  # publish; pairs with Reader.slot()
-        if self._waiting[_WAITING]:
+        if self._waiting[_WAITING]:  # after the count store; pairs with the waiter's store + fence
             self._waits.wake()  # type: ignore[union-attr]
 
     def skip_to(self, position: int) -> None:
