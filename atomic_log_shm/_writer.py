@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from . import _claim, _segment, _wait
+from . import _claim, _records, _segment, _wait
 from ._errors import (
     CorruptLogError,
     InvalidArgumentError,
@@ -36,7 +38,7 @@ from ._errors import (
 )
 from ._header import HEAD_WORD, NO_SEGMENT, Layout
 
-_VALUE_ERRORS = (TypeError, ValueError, OverflowError)
+_VALUE_ERRORS = (TypeError, ValueError, OverflowError, struct.error)
 
 
 _NOBODY_WAITS = memoryview(bytearray(16)).cast("q")
@@ -49,12 +51,18 @@ def _shown(value: Any) -> str:
     return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
-def _first_misfit(values: Any, dtype: np.dtype[Any]) -> tuple[int, Any, BaseException] | None:
+def _shape(values: Any) -> tuple[int, ...]:
+    """The shape numpy sees in ``values`` (the error path only); () if it sees none."""
+    try:
+        return np.shape(values)
+    except Exception:  # ragged nesting, or an iterator spent by the failed conversion
+        return ()
+
+
+def _first_misfit(values: Any, convert: Callable[[Any], Any]) -> tuple[int, Any, BaseException] | None:
     for index, value in enumerate(values):
         try:
-            probe = np.asarray(value, dtype=dtype)
-            if isinstance(value, np.generic | int) and dtype.kind in "iub" and probe != value:
-                raise OverflowError(f"{value} is out of range")
+            convert((value,))
         except _VALUE_ERRORS as exc:
             return index, value, exc
     return None
@@ -84,12 +92,15 @@ class Writer:
         "_count",
         "_count_word",
         "_data",
+        "_exact",
         "_finalizer",
         "_itemsize",
         "_layout",
         "_log",
         "_map",
         "_name",
+        "_pack",
+        "_packer",
         "_same_dtype",
         "_segments",
         "_seq",
@@ -107,6 +118,9 @@ class Writer:
         self._closed_because = ""
         self._itemsize = layout.dtype.itemsize
         self._same_dtype: np.dtype[Any] | None = layout.dtype  # an object known to equal the log's
+        self._packer = packer = _records.struct_for(layout.dtype)
+        self._pack = packer.pack_into if packer is not None and layout.dtype.names else None
+        self._exact = _records.exact_types(layout.dtype)
         try:
             words = self._words = claim.words
             head = words[HEAD_WORD]
@@ -149,19 +163,37 @@ class Writer:
         self._count_word = self._layout.count_word(seq)
 
     def append(self, value: Any) -> None:
-        """Publish one record: a scalar, a tuple for a structured dtype, or a numpy scalar.
+        """Publish one record: a number for a plain dtype, a tuple (one value per field) or
+        a numpy record for a structured one.
 
-        The record is visible to every reader once this returns. If ``value`` does not fit
-        the dtype, InvalidRecordError is raised and the log is exactly as it was.
+        The record is visible to every reader once this returns. A value is converted by
+        the rules of ``extend()`` (no float into an integer field, no string into a number,
+        no number spread over a record's fields: see ``_records``); if it does not fit,
+        InvalidRecordError is raised and the log is exactly as it was.
         """
         i = self._count
+        # Unpublished until the count store below. Each branch applies _records' rule, and
+        # finds a full head (or a closed writer) by the error of its store, not a test.
         try:
-            self._data[i] = value  # unpublished until the count store below
-        except IndexError:  # the head is full (or the writer closed: no data): the slow path
+            pack = self._pack
+            if pack is not None:  # a struct format: it refuses what the rule refuses
+                pack(self._map, i * self._itemsize, *value)
+            elif type(value) in self._exact:  # a plain dtype takes these types losslessly
+                self._data[i] = value
+            else:
+                size = self._itemsize
+                self._map[i * size : (i + 1) * size] = self._convert((value,))  # type: ignore[call-overload]
+        except IndexError:  # numpy's store, or the slice, found no room
+            full = True
+        except _VALUE_ERRORS as exc:
+            if i < self._capacity:
+                raise self._bad_value(value, exc) from None
+            full = True  # struct found no room
+        else:
+            full = False
+        if full:  # outside the except clauses: no internal error shows under the slow path's
             self._append_rolling(value)
             return
-        except _VALUE_ERRORS as exc:
-            raise self._bad_value(value, exc) from None
         i += 1
         self._count = i
         # Publish: after the record store above; pairs with the count load in
@@ -230,9 +262,8 @@ class Writer:
 
     def _append_rolling(self, value: Any) -> None:
         self._check_open()
-        record = np.empty(1, self._layout.dtype)
         try:
-            record[0] = value  # check the value before the rollover changes the log
+            record = self._convert((value,))  # check the value before the rollover changes the log
         except _VALUE_ERRORS as exc:
             raise self._bad_value(value, exc) from None
         self._roll(self._start + self._count)
@@ -291,28 +322,35 @@ class Writer:
         self._segments.retire(seq - layout.slot_count, seq + 1)
         self._enter_segment(seq, region, 0, start)
 
+    def _convert(self, values: Any) -> npt.NDArray[Any]:
+        """``values`` as records of the log's dtype by ``_records``' rule (raises its errors)."""
+        return _records.as_records(values, self._layout.dtype, self._packer)
+
     def _as_records(self, values: Any) -> npt.NDArray[Any]:
-        """``values`` as a 1-d array of the log's dtype, refusing anything that would not
-        store faithfully (numpy's own assignment rules, and no integer wrap-around)."""
+        """``values`` as a 1-d array of the log's dtype, or InvalidRecordError naming the
+        first record that the rule refuses."""
         dtype = self._layout.dtype
-        if isinstance(values, np.ndarray) and values.dtype != dtype:
-            try:
-                records = values.astype(dtype, casting="same_kind")
-            except TypeError as exc:
+        whole = isinstance(values, np.ndarray | np.generic | str | bytes) or not hasattr(values, "__iter__")
+        if whole and np.ndim(values) != 1:  # an array, or a value numpy takes as one
+            if np.ndim(values) == 0:
+                raise InvalidRecordError("extend() takes a sequence of records; use append() for one")
+            raise InvalidRecordError(
+                f"extend() takes a 1-d sequence of records of {dtype}, got shape {np.shape(values)}"
+            )
+        try:
+            records = self._convert(values)
+        except _VALUE_ERRORS as exc:
+            if dtype.names is None and len(_shape(values)) > 1:
+                raise InvalidRecordError(
+                    f"extend() takes a 1-d sequence of records of {dtype}, got shape {_shape(values)}"
+                ) from None
+            if isinstance(values, np.ndarray) and isinstance(exc, TypeError):
                 raise InvalidRecordError(
                     f"log {self._name!r}: an array of {values.dtype} does not convert to {dtype} "
                     f"without loss ({exc}); convert it first"
                 ) from None
-            if dtype.kind in "iub" and not np.array_equal(records.astype(values.dtype), values):
-                raise self._bad_batch(values, "it does not fit")
-        else:
-            try:
-                records = np.asarray(values, dtype=dtype)
-            except _VALUE_ERRORS as exc:
-                raise self._bad_batch(values, str(exc)) from None
+            raise self._bad_batch(values, str(exc)) from None
         if records.ndim != 1:
-            if records.ndim == 0:
-                raise InvalidRecordError("extend() takes a sequence of records; use append() for one")
             raise InvalidRecordError(
                 f"extend() takes a 1-d sequence of records of {dtype}, got shape {records.shape}"
             )
@@ -327,7 +365,7 @@ class Writer:
         """Name the first record of a refused batch that does not fit (the error path only)."""
         dtype = self._layout.dtype
         try:
-            misfit = _first_misfit(values, dtype)
+            misfit = _first_misfit(values, self._convert)
         except Exception:  # values cannot be walked again (an iterator): say what we know
             misfit = None
         if misfit is None:

@@ -620,11 +620,6 @@ def test_a_snapshot_of_an_unlinked_log_says_so(claimed: Callable[..., tuple[Writ
 # -- no internal exception behind a public one; views that refuse politely ----------------------
 
 
-@pytest.mark.xfail(
-    reason="_writer.py: append() calls its slow path inside 'except IndexError', so the "
-    "LogNotFoundError of a removed log carries the IndexError as its context; fix in "
-    "Writer.append (leave the except block before calling _append_rolling)",
-)
 def test_a_writer_of_a_removed_log_shows_no_internal_error(
     claimed: Callable[..., tuple[Writer, AtomicLog]],
 ) -> None:
