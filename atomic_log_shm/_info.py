@@ -22,8 +22,9 @@ from ._reader import Reader
 
 
 class SegmentInfo(NamedTuple):
-    """One retained segment: its number, the position of its record 0, and how many of its
-    records are published."""
+    """One retained segment of a log.
+
+    Its number, the position of its record 0, and how many of its records are published."""
 
     sequence: int
     start: int

@@ -264,13 +264,17 @@ class AtomicLog:
         return Snapshot(self._reader, self)
 
     def cursor(self, start: int | str = "oldest") -> Cursor:
-        """A Cursor that follows the log from ``start``: ``"oldest"`` (the oldest retained
-        record), ``"newest"`` (only what is published from now on) or a position."""
+        """A Cursor that follows the log from ``start``.
+
+        ``start`` is ``"oldest"`` (the oldest retained record), ``"newest"`` (only what is
+        published from now on) or a position."""
         return Cursor(self._reader, self, start)
 
     async def follow(self, start: int | str = "oldest") -> AsyncIterator[Poll]:
-        """Follow the log from asyncio: yields a Poll (``arrays``, ``missed``, ``start``)
-        whenever records were published, waiting in between without blocking the loop."""
+        """Follow the log from asyncio, a Poll at a time.
+
+        Yields a Poll (``arrays``, ``missed``, ``start``) whenever records were published,
+        waiting in between without blocking the event loop."""
         cursor = self.cursor(start)
         while True:
             batch = cursor.poll()
@@ -279,8 +283,10 @@ class AtomicLog:
             await cursor.wait_async()
 
     def info(self) -> _info.LogInfo:
-        """The log's state now: capacities, positions, segments, writer, memory (what
-        ``atomic-log inspect`` prints). Reads only; never disturbs the writer."""
+        """The log's state now, as a LogInfo.
+
+        Capacities, positions, segments, the writer and memory: what ``atomic-log inspect``
+        prints. Reads only; never disturbs the writer."""
         return _info.log_info(self._reader)
 
     @property

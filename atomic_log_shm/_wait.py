@@ -53,7 +53,7 @@ from collections.abc import Callable
 import posix_ipc
 
 from . import _shm
-from ._errors import LogNotFoundError
+from ._errors import AtomicLogError, LogNotFoundError
 
 SIZE = 64
 SIGNAL_WORD = 0
@@ -160,7 +160,7 @@ class WaitRegion:
         ):
             err = ctypes.get_errno()
             if err not in (errno.EAGAIN, errno.ETIMEDOUT, errno.EINTR):
-                raise OSError(err, os.strerror(err))
+                raise AtomicLogError(f"waiting on the log's futex failed: {os.strerror(err)} (errno {err})")
 
     def close(self) -> None:
         """Unmap the region. Idempotent."""

@@ -34,6 +34,7 @@ from ._errors import (
     InvalidArgumentError,
     InvalidRecordError,
     LogNotFoundError,
+    NotPicklableError,
     WriterClosedError,
 )
 from ._header import HEAD_WORD, NO_SEGMENT, Layout
@@ -427,7 +428,7 @@ class Writer:
         self.close()
 
     def __reduce__(self) -> Any:
-        raise TypeError("a Writer cannot be pickled: send the log and call try_claim_writer() there")
+        raise NotPicklableError("a Writer cannot be pickled: send the log and call try_claim_writer() there")
 
     def __repr__(self) -> str:
         state = f"closed: {self._closed_because}" if self._closed_because else "open"
