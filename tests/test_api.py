@@ -166,3 +166,25 @@ def test_poll_length_is_its_record_count(log_name: Names) -> None:
 def test_the_new_names_are_exported() -> None:
     for name in ("LogInfo", "SegmentInfo", "list_logs", "ClaimHeldError", "LogMismatchError"):
         assert name in atomic_log_shm.__all__
+
+
+@pytest.mark.parametrize("how", ["unlinked", "replaced"])
+def test_refresh_and_poll_raise_once_the_log_is_gone(log_name: Names, how: str) -> None:
+    """A dashboard that only refreshes learns the log is gone within about a second."""
+    name = log_name()
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=name)
+    writer.append(1)
+    snap, cursor = log.snapshot(), log.cursor()
+    writer.close()
+    log.unlink()
+    if how == "replaced":
+        AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name).close()
+    for view in (snap.refresh, cursor.poll):
+        begun = time.monotonic()
+        with pytest.raises(LogNotFoundError, match=f"{name}.*unlinked or replaced"):
+            while time.monotonic() - begun < 5:
+                view()
+                time.sleep(0.01)
+        assert time.monotonic() - begun < 1.5
+    assert [int(v) for v in snap] == [1]  # what it showed stays readable
+    log.close()
