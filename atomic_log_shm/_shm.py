@@ -14,6 +14,7 @@ import fcntl
 import mmap
 import os
 import re
+import struct
 from collections.abc import Iterator
 
 import posix_ipc
@@ -113,20 +114,53 @@ def create(path: str, size: int, mode: int, flags: int = mmap.MAP_SHARED) -> tup
 
 def open_read(path: str) -> mmap.mmap | None:
     """Map an existing region read-only; None if it does not exist (any more) or is empty."""
+    shm = _open_readonly(path)
+    if shm is None:
+        return None
     try:
-        shm = posix_ipc.SharedMemory(path, 0, read_only=True)
+        return _map_readonly(shm, path)
+    finally:
+        shm.close_fd()
+
+
+def open_read_shared(path: str) -> mmap.mmap | None:
+    """``open_read``, holding a shared lock on the region for as long as the map lives:
+    the writer reuses no region that someone holds this way (``unshared``). None also if
+    the writer holds the region's exclusive lock now (it is testing a spare for reuse, so
+    the region is no longer a published segment).
+
+    The lock is an open-file-description lock: the kernel keeps it for as long as any
+    descriptor or mapping refers to the description, so the mapping alone keeps it after
+    the descriptor is closed, and it goes away with the last mapping, or the process.
+    Read access is all it needs.
+    """
+    shm = _open_readonly(path)
+    if shm is None:
+        return None
+    try:
+        if not _ofd_lock(shm.fd, fcntl.F_RDLCK):
+            return None
+        return _map_readonly(shm, path)
+    finally:
+        shm.close_fd()
+
+
+def _open_readonly(path: str) -> posix_ipc.SharedMemory | None:
+    try:
+        return posix_ipc.SharedMemory(path, 0, read_only=True)
     except posix_ipc.ExistentialError:
         return None
     except (OSError, posix_ipc.Error) as exc:
         raise _typed(exc, path) from None
+
+
+def _map_readonly(shm: posix_ipc.SharedMemory, path: str) -> mmap.mmap | None:
     try:
         if shm.size == 0:  # only while its creator is between shm_open and fallocate
             return None
         return mmap.mmap(shm.fd, shm.size, access=mmap.ACCESS_READ)
     except OSError as exc:
         raise _typed(exc, path) from None
-    finally:
-        shm.close_fd()
 
 
 def open_write(path: str) -> tuple[int, mmap.mmap]:
@@ -162,20 +196,32 @@ def rename(old: str, new: str) -> bool:
     return True
 
 
-def unshared(fd: int) -> bool:
-    """True if no other open file description refers to the region behind ``fd``: no
-    other process (nor another handle of this one) has it open or mapped.
+# struct flock on Linux x86-64 and aarch64: l_type, l_whence, l_start, l_len, l_pid, padding
+# to 32 bytes. l_start = l_len = 0 locks the whole file; l_pid must be 0 for OFD locks.
+_FLOCK = struct.Struct("hhqqi4x")
 
-    The kernel counts every open and every mapping of a file, and grants a write lease
-    only when the caller's is the sole one; the lease is dropped at once. While it is held
-    (a few microseconds) an open() of the region by another process would wait for it:
-    only regions whose name no reader can know yet are ever asked about.
-    """
+
+def _ofd_lock(fd: int, kind: int) -> bool:
+    """Take (or, with F_UNLCK, drop) an open-file-description lock on the whole of ``fd``
+    without waiting; False if another open file description holds a conflicting one."""
     try:
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
-    except OSError:  # EAGAIN: someone else has it; EACCES/EINVAL: leases not available here
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(kind, os.SEEK_SET, 0, 0, 0))
+    except (BlockingIOError, PermissionError):  # EAGAIN, or EACCES on some kernels
         return False
-    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    return True
+
+
+def unshared(fd: int) -> bool:
+    """True if no reader holds the region behind ``fd``: no open file description but the
+    writer's holds a shared lock on it (``open_read_shared``), so no reader has it mapped.
+
+    The test takes the exclusive lock and drops it at once. It raises no signal and waits
+    for nobody; a process that maps a region without the lock (outside the protocol) is
+    not counted, and may see the region's bytes change when it is reused.
+    """
+    if not _ofd_lock(fd, fcntl.F_WRLCK):
+        return False
+    _ofd_lock(fd, fcntl.F_UNLCK)
     return True
 
 
