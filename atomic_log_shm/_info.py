@@ -111,7 +111,7 @@ def log_info(reader: Reader) -> LogInfo:
     shown = [s for s in segments if s.published]
     pid = reader.words[PID_WORD] or None
     try:
-        active = _claim.held(reader.name)
+        active = _claim.held(reader.name, reader.layout.nonce)
     except OSError:  # no /proc/locks here, or the log is gone: the recorded pid is the best guess
         active = pid is not None and _alive(pid)
     regions, size = _shm.footprint(reader.name, layout.nonce)

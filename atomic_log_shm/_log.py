@@ -154,10 +154,12 @@ class AtomicLog:
         try:
             _segment.create(name, layout, 0, mode).close()
             _wait.create(name, layout.nonce, mode)
+            _claim.create(name, layout.nonce, mode)  # before the header names its nonce
             _header.write_header(region, layout, time.time_ns(), start)
         except BaseException:
             _segment.unlink(name, layout, 0)
             _shm.unlink_quietly(_shm.wait_path(name, layout.nonce))
+            _shm.unlink_quietly(_shm.claim_path(name, layout.nonce))
             _shm.unlink_quietly(path)
             raise
         finally:
@@ -256,8 +258,7 @@ class AtomicLog:
         claim = _claim.Claim.try_acquire(reader.name, reader.layout.nonce)
         if claim is None:
             return None
-        mode = os.fstat(claim.fileno()).st_mode & 0o777  # new segments get the header's mode
-        return Writer(reader.name, reader.layout, self, claim, mode)
+        return Writer(reader.name, reader.layout, self, claim, claim.mode)  # segments get the header's mode
 
     def snapshot(self) -> Snapshot:
         """Capture a stable, zero-copy view of the records retained now."""

@@ -1,7 +1,8 @@
 """Shared-memory regions: their names, creating, mapping and removing them.
 
 A log ``NAME`` owns the header region ``/NAME`` and segment regions
-``/NAME@<nonce>.<seq>``: ``nonce`` is 16 hex digits drawn when the log is created and
+``/NAME@<nonce>.<seq>``, a wait region ``/NAME@<nonce>.wait`` and a claim region
+``/NAME@<nonce>.claim``: ``nonce`` is 16 hex digits drawn when the log is created and
 ``seq`` the segment number. ``@`` is not allowed in log names, so no log's regions can be
 mistaken for another's, and the nonce keeps a new log from ever meeting the leftover
 segments of an earlier, crashed log of the same name.
@@ -14,6 +15,7 @@ import fcntl
 import mmap
 import os
 import re
+import stat
 import struct
 from collections.abc import Iterator
 
@@ -32,7 +34,7 @@ from ._header import MAGIC
 SHM_DIR = "/dev/shm"
 MAX_NAME = 200  # leaves room for "@<16 hex>.<20 digits>" within NAME_MAX (255)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
-_REGION = re.compile(r"(?P<name>.+)@(?P<nonce>[0-9a-f]{16})\.(?P<part>[0-9]+|wait)")
+_REGION = re.compile(r"(?P<name>.+)@(?P<nonce>[0-9a-f]{16})\.(?P<part>[0-9]+|wait|claim)")
 
 
 def check_name(name: object) -> str:
@@ -56,6 +58,10 @@ def segment_path(name: str, nonce: int, seq: int) -> str:
 
 def wait_path(name: str, nonce: int) -> str:
     return f"/{name}@{nonce:016x}.wait"
+
+
+def claim_path(name: str, nonce: int) -> str:
+    return f"/{name}@{nonce:016x}.claim"
 
 
 _POSIX_IPC_MESSAGES = {
@@ -110,6 +116,38 @@ def create(path: str, size: int, mode: int, flags: int = mmap.MAP_SHARED) -> tup
         shm.close_fd()
         unlink_quietly(path)
         raise _typed(exc, path, size) from None
+
+
+def create_empty(path: str, mode: int) -> None:
+    """Create an empty region with permissions exactly ``mode``."""
+    try:
+        shm = posix_ipc.SharedMemory(path, posix_ipc.O_CREX, mode=mode, size=0)
+    except posix_ipc.ExistentialError:
+        raise LogExistsError(f"shared memory {path!r} already exists") from None
+    except (OSError, posix_ipc.Error) as exc:
+        raise _typed(exc, path) from None
+    try:
+        os.fchmod(shm.fd, mode)
+    except BaseException as exc:
+        unlink_quietly(path)
+        raise _typed(exc, path) from None
+    finally:
+        shm.close_fd()
+
+
+def open_write_only(path: str) -> int:
+    """A write-only descriptor of the existing region ``path`` (owned by the caller); the
+    region must be a regular file (a planted directory or fifo is refused)."""
+    try:
+        fd = os.open(SHM_DIR + path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise LogNotFoundError(f"no shared memory named {path!r}") from None
+    except OSError as exc:
+        raise _typed(exc, path) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LogNotFoundError(f"{SHM_DIR}{path} is not a region of this log")
+    return fd
 
 
 def open_read(path: str) -> mmap.mmap | None:
@@ -227,7 +265,7 @@ def unshared(fd: int) -> bool:
 
 def regions(name: str) -> Iterator[tuple[int, str, str]]:
     """(nonce, part, path) of every region but the header of logs called ``name``, any
-    nonce: ``part`` is a segment number or "wait"."""
+    nonce: ``part`` is a segment number, "wait" or "claim"."""
     try:
         entries = os.listdir(SHM_DIR)
     except FileNotFoundError:

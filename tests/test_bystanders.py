@@ -13,8 +13,10 @@ import mmap
 import os
 import pwd
 import signal
+import stat
 import struct
 import subprocess
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -30,6 +32,17 @@ OTHER_USER = "alsnobody"
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux x86-64
 
 
+def lock_everything(fd: int) -> None:
+    """Take every lock a descriptor allows (flock, POSIX and OFD record locks), keep it."""
+    for how in (fcntl.LOCK_EX, fcntl.LOCK_SH):
+        with suppress(OSError):
+            fcntl.flock(fd, how | fcntl.LOCK_NB)
+    for cmd in (fcntl.F_SETLK, fcntl.F_OFD_SETLK):
+        for kind in (fcntl.F_WRLCK, fcntl.F_RDLCK):
+            with suppress(OSError):
+                fcntl.fcntl(fd, cmd, _FLOCK.pack(kind, 0, 0, 0, 0))
+
+
 def bystand(name: str, lock: bool) -> None:
     """Open, map and read every region of log ``name`` in a loop, as `grep -r`, tar or a
     backup agent do; with ``lock``, also take every lock a read-only descriptor allows."""
@@ -37,18 +50,15 @@ def bystand(name: str, lock: bool) -> None:
         for entry in os.listdir("/dev/shm"):
             if entry != name and not entry.startswith(name + "@"):
                 continue
+            if entry.endswith(".claim") and os.geteuid() == 0:
+                continue  # only root may open it for reading (see the claim region's own tests)
             try:
                 fd = os.open("/dev/shm/" + entry, os.O_RDONLY)
             except OSError:
                 continue
             try:
-                if lock and entry != name:  # the header: see the claim's own test
-                    for how in (fcntl.LOCK_SH, fcntl.LOCK_EX):
-                        with suppress(OSError):
-                            fcntl.flock(fd, how | fcntl.LOCK_NB)
-                    for cmd in (fcntl.F_SETLK, fcntl.F_OFD_SETLK):
-                        with suppress(OSError):
-                            fcntl.fcntl(fd, cmd, _FLOCK.pack(fcntl.F_RDLCK, 0, 0, 0, 0))
+                if lock:
+                    lock_everything(fd)
                 size = os.fstat(fd).st_size
                 if size:
                     with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as m:
@@ -174,3 +184,55 @@ def test_a_bystander_opening_every_region_in_a_loop_never_kills_the_writer_nor_s
     print(f"\n{rollovers} rollovers, {reused} reused reclaimed pages, {checked} snapshots checked")
     if not lock:  # a bystander that locks may hold every spare; the snapshots here hold some
         assert reused > 0
+
+
+def test_the_claim_region_cannot_be_opened_for_reading(log_name: Callable[[], str]) -> None:
+    """So a process of the owner that opens regions read-only cannot lock it either."""
+    with AtomicLog.new(retained=64, segment=16, dtype=np.int64, name=log_name(), mode=0o644) as log:
+        (claim,) = [
+            e for e in os.listdir("/dev/shm") if e.startswith(log.name + "@") and e.endswith(".claim")
+        ]
+        assert stat.S_IMODE(os.stat("/dev/shm/" + claim).st_mode) == 0o200
+
+
+def test_another_user_locking_every_region_it_can_open_does_not_keep_writers_out(
+    log_name: Callable[[], str],
+) -> None:
+    """A reader of another user (a 0o644 log) holds every lock it can take on every region
+    of the log: flock shared and exclusive, POSIX and OFD locks, read and write."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the reader as another local user")
+    uid = other_user()
+    name = log_name()
+    ready_r, ready_w = os.pipe()
+    with AtomicLog.new(retained=64, segment=16, dtype=np.int64, name=name, mode=0o644) as log:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                if uid is not None:
+                    os.setgroups([])
+                    os.setgid(uid)
+                    os.setuid(uid)
+                held = []
+                for entry in os.listdir("/dev/shm"):
+                    if entry == name or entry.startswith(name + "@"):
+                        with suppress(OSError):
+                            fd = os.open("/dev/shm/" + entry, os.O_RDONLY)
+                            lock_everything(fd)
+                            held.append(fd)
+                os.write(ready_w, b"%d" % len(held))
+                time.sleep(60)
+            finally:
+                os._exit(0)
+        try:
+            assert int(os.read(ready_r, 16)) >= 3  # the header, segment 0 and the wait region
+            writer = log.try_claim_writer()
+            assert writer is not None, "a reader's lock kept the writer out"
+            with writer:
+                writer.extend(np.arange(100, dtype=np.int64))
+                assert log.info().writer_active
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(ready_r)
+            os.close(ready_w)
