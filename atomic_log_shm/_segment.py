@@ -115,6 +115,10 @@ class WriterSegments:
         unlink(self._name, self._layout, region.seq)
         region.close()
 
+    def reset(self, head: Region) -> None:
+        """Hold only ``head`` (after ``close()``): the state of a writer that just claimed."""
+        self._live = deque([head])
+
     def forget(self) -> None:
         """In a forked child: close the inherited descriptors and drop the mappings,
         unlinking nothing (the segments and the spare are the parent's)."""
