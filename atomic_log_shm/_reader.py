@@ -71,14 +71,15 @@ class Reader:
     with the word indices ``layout`` gives.
     """
 
-    __slots__ = ("_region", "_segments", "_waiter", "_waits", "layout", "name", "words")
+    __slots__ = ("_region", "_segments", "_waiter", "_waits", "identity", "layout", "name", "words")
 
     words: Words
 
     def __init__(self, name: str, nonce: int | None = None) -> None:
-        region = _shm.open_read(_shm.header_path(name))
-        if region is None:
+        opened = _shm.open_read_identified(_shm.header_path(name))
+        if opened is None:
             raise LogNotFoundError(f"no log named {name!r} (nothing at {_shm.SHM_DIR}/{name})")
+        region, self.identity = opened  # (device, inode): which header this handle reads
         try:
             layout = read_layout(region, f"log {name!r}")
             if nonce is not None and layout.nonce != nonce:

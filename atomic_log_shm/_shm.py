@@ -26,6 +26,7 @@ from ._errors import (
     InvalidNameError,
     LogExistsError,
     LogNotFoundError,
+    NotALogError,
     OutOfSpaceError,
     ResourceLimitError,
 )
@@ -161,6 +162,20 @@ def open_read(path: str) -> mmap.mmap | None:
         shm.close_fd()
 
 
+def open_read_identified(path: str) -> tuple[mmap.mmap, tuple[int, int]] | None:
+    """``open_read``, with the (device, inode) of the region mapped: what the name meant
+    when it was opened, whatever its bytes or the name say later."""
+    shm = _open_readonly(path)
+    if shm is None:
+        return None
+    try:
+        st = os.fstat(shm.fd)
+        region = _map_readonly(shm, path)
+        return None if region is None else (region, (st.st_dev, st.st_ino))
+    finally:
+        shm.close_fd()
+
+
 def open_read_shared(path: str) -> mmap.mmap | None:
     """``open_read``, holding a shared lock on the region for as long as the map lives:
     the writer reuses no region that someone holds this way (``unshared``). None also if
@@ -218,11 +233,48 @@ def open_write(path: str) -> tuple[int, mmap.mmap]:
 
 
 def unlink_quietly(path: str) -> bool:
+    """Remove region ``path``; False if it is gone, or not a region this process may
+    remove (a directory, another user's file planted under the log's names)."""
     try:
-        posix_ipc.unlink_shared_memory(path)
-    except posix_ipc.ExistentialError:
+        os.unlink(SHM_DIR + path)
+    except FileNotFoundError:
         return False
+    except (IsADirectoryError, PermissionError):
+        return False  # not ours: leave it (unlink_every reports it)
     return True
+
+
+def unlink_every(paths: list[str]) -> int:
+    """Remove every region of ``paths`` that can be removed, even when some cannot; then
+    raise a typed error for the first that could not (AccessDeniedError for another user's
+    region, NotALogError for a directory or any other non-region). Returns how many were
+    removed (gone ones are not counted)."""
+    removed = 0
+    failed: BaseException | None = None
+    for path in paths:
+        try:
+            os.unlink(SHM_DIR + path)
+            removed += 1
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            failed = failed or AccessDeniedError(errno.EACCES, f"permission denied removing {SHM_DIR}{path}")
+        except OSError as exc:  # EISDIR (a planted directory), EBUSY, ...
+            failed = failed or NotALogError(
+                f"{SHM_DIR}{path} is not a region of this log ({exc.strerror}); not removed"
+            )
+    if failed is not None:
+        raise failed
+    return removed
+
+
+def identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the name ``path`` now, without following links; None if absent."""
+    try:
+        st = os.lstat(SHM_DIR + path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def rename(old: str, new: str) -> bool:

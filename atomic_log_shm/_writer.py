@@ -389,6 +389,7 @@ class Writer:
 
     def _check_open(self) -> None:
         if self._closed_because:
+            self._finalizer()  # a close that an interrupt cut short lets the claim go now
             raise WriterClosedError(
                 f"this writer of {self._name!r} is closed ({self._closed_because}); "
                 "claim a new one with log.try_claim_writer()"

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import atomic_log_shm
 from atomic_log_shm import AtomicLog, _segment
 
 OTHER_USER = "alsnobody"
@@ -236,3 +237,65 @@ def test_another_user_locking_every_region_it_can_open_does_not_keep_writers_out
             os.waitpid(pid, 0)
             os.close(ready_r)
             os.close(ready_w)
+
+
+# -- names planted in /dev/shm, damaged headers: cleanup removes what it can, typed errors
+
+
+def test_a_directory_planted_among_the_segments_neither_stops_the_claim_nor_the_cleanup(
+    log_name: Callable[[], str],
+) -> None:
+    name = log_name()
+    log = AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name)
+    nonce = log._reader.layout.nonce
+    planted = f"/dev/shm/{name}@{nonce:016x}.99"
+    os.mkdir(planted)
+    try:
+        writer = log.try_claim_writer()
+        assert writer is not None
+        with writer:
+            writer.extend(np.arange(10))
+        with pytest.raises(atomic_log_shm.NotALogError, match="not a region"):
+            log.unlink()
+        assert sorted(e for e in os.listdir("/dev/shm") if e.startswith(name)) == [os.path.basename(planted)]
+        with pytest.raises(atomic_log_shm.NotALogError):
+            atomic_log_shm.remove_log(name)
+    finally:
+        os.rmdir(planted)
+        log.close()
+
+
+def test_remove_log_of_a_name_that_is_a_directory_is_a_typed_error_and_removes_the_segments(
+    log_name: Callable[[], str],
+) -> None:
+    name = log_name()
+    log = AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name)
+    os.unlink("/dev/shm/" + name)  # the header's name taken away, a directory in its place
+    os.mkdir("/dev/shm/" + name)
+    try:
+        with pytest.raises(atomic_log_shm.NotALogError):
+            atomic_log_shm.remove_log(name)
+        assert [e for e in os.listdir("/dev/shm") if e.startswith(name)] == [name]
+    finally:
+        os.rmdir("/dev/shm/" + name)
+        log.close()
+
+
+def test_unlink_removes_its_own_header_even_when_its_bytes_were_damaged(log_name: Callable[[], str]) -> None:
+    name = log_name()
+    with AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name) as log:
+        with open("/dev/shm/" + name, "r+b") as f:
+            f.write(b"\xff" * 64)  # magic, nonce, capacities: nothing says whose it is
+        log.unlink()
+        assert not [e for e in os.listdir("/dev/shm") if e.startswith(name)]
+
+
+def test_unlink_leaves_a_newer_log_of_the_same_name_alone(log_name: Callable[[], str]) -> None:
+    name = log_name()
+    old = AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name)
+    atomic_log_shm.remove_log(name)
+    with AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name) as new:
+        old.unlink()
+        old.close()
+        assert os.path.exists("/dev/shm/" + name)
+        assert len(new.snapshot()) == 0
