@@ -1,4 +1,12 @@
-"""The writer claim: the exclusive right to append, held as an flock on the header region.
+"""The writer claim: the exclusive right to append, held as an flock on the claim region.
+
+The claim region ``/NAME@<nonce>.claim`` is empty and exists only to be locked. Its mode
+gives write, and only write, to the classes (owner, group, others) the header gives write
+to: flock needs no write permission, so a lock on a file readers can open (the header)
+could be taken by any reader and keep writers out. Nobody can open the claim region for
+reading, and only those who may write the log can open it at all (root and the owner's
+chmod excepted: the owner's processes have full power over the log anyway). It is made before the header
+holds the nonce that names it, so nobody can plant it.
 
 flock() belongs to an open file description, so the kernel drops it when the last
 descriptor to it closes: on close(), when the Writer is collected, and when its process
@@ -23,32 +31,54 @@ from ._errors import LogNotFoundError
 from ._header import PID_WORD, read_nonce
 
 
+def mode(header_mode: int) -> int:
+    """The claim region's mode: write-only, for whoever may write the header."""
+    return header_mode & 0o222
+
+
+def create(name: str, nonce: int, header_mode: int) -> None:
+    _shm.create_empty(_shm.claim_path(name, nonce), mode(header_mode))
+
+
 class Claim:
-    """Exclusive write access to one log: the lock and a read-write map of its header."""
+    """Exclusive write access to one log: the lock (a descriptor of the claim region) and a
+    read-write map of its header. ``mode`` is the header's permissions."""
 
-    __slots__ = ("__weakref__", "_fd", "_region", "words")
+    __slots__ = ("__weakref__", "_fd", "_region", "mode", "words")
 
-    def __init__(self, fd: int, region: mmap.mmap) -> None:
+    def __init__(self, fd: int, region: mmap.mmap, mode: int) -> None:
         self._fd = fd
         self._region = region
+        self.mode = mode
         self.words = memoryview(region)[: len(region) // 8 * 8].cast("q")
         self.words[PID_WORD] = os.getpid()  # informational: who holds the claim
 
     @classmethod
     def try_acquire(cls, name: str, nonce: int) -> Claim | None:
         """Take the claim on log ``name``, or return None while another handle holds it."""
-        fd, region = _shm.open_write(_shm.header_path(name))
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock_fd = _shm.open_write_only(_shm.claim_path(name, nonce))
+        except LogNotFoundError:
+            raise LogNotFoundError(f"the log {name!r} was removed (its claim region is gone)") from None
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            region.close()
-            os.close(fd)
+            os.close(lock_fd)
             return None
+        try:
+            fd, region = _shm.open_write(_shm.header_path(name))
+        except BaseException:
+            os.close(lock_fd)  # also drops the lock
+            raise
+        try:
+            mode = os.fstat(fd).st_mode & 0o777
+        finally:
+            os.close(fd)  # the map keeps what it needs
         if read_nonce(region) != nonce or len(region) < 8:
             region.close()
-            os.close(fd)  # also drops the lock
+            os.close(lock_fd)
             raise LogNotFoundError(f"the log {name!r} was removed and replaced by another")
-        return cls(fd, region)
+        return cls(lock_fd, region, mode)
 
     def release(self) -> None:
         """Give the claim up. Idempotent."""
@@ -69,17 +99,21 @@ class Claim:
         self._fd = -1
 
     def fileno(self) -> int:
+        """The descriptor of the claim region: unlinked with the log (``unlink()``)."""
         return self._fd
 
 
-def held(name: str) -> bool:
+def held(name: str, nonce: int) -> bool:
     """Whether some writer holds the claim on log ``name`` now, found without trying to
     take it (trying would disturb a writer that is claiming at that moment).
 
     /proc/locks lists every flock by device and inode: the truth even when a crashed
     writer's pid has since been reused.
     """
-    st = os.stat(os.path.join(_shm.SHM_DIR, name))
+    try:
+        st = os.stat(_shm.SHM_DIR + _shm.claim_path(name, nonce))
+    except FileNotFoundError:
+        return False
     with open("/proc/locks") as f:
         locks = f.read()
     inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"

@@ -110,9 +110,11 @@ class Cursor:
                 break  # a gap (positions never written): the next poll reports it
             arrays.append(chunk.values)
             reached += len(chunk.values)
-        # The only store: an interrupt before it leaves the cursor where it was.
-        self._position = reached
-        return Poll(arrays, start - position, start, self._reader.dtype)
+        batch = Poll(arrays, start - position, start, self._reader.dtype)
+        # The only store, and the return on the same line: an interrupt (a line event, or a
+        # signal handler, which runs only at calls and jumps) comes before both or after
+        # both, so the cursor never moves past records it did not hand out.
+        self._position = reached; return batch  # noqa: E702  # fmt: skip
 
     def wait(self, timeout: float | None = None, *, until_writer_gone: bool = False) -> bool:
         """Block, using no CPU, until there is something to poll or the time is up.

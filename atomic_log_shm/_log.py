@@ -7,6 +7,7 @@ import numbers
 import os
 import platform
 import secrets
+import stat
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -154,10 +155,12 @@ class AtomicLog:
         try:
             _segment.create(name, layout, 0, mode).close()
             _wait.create(name, layout.nonce, mode)
+            _claim.create(name, layout.nonce, mode)  # before the header names its nonce
             _header.write_header(region, layout, time.time_ns(), start)
         except BaseException:
             _segment.unlink(name, layout, 0)
             _shm.unlink_quietly(_shm.wait_path(name, layout.nonce))
+            _shm.unlink_quietly(_shm.claim_path(name, layout.nonce))
             _shm.unlink_quietly(path)
             raise
         finally:
@@ -256,8 +259,7 @@ class AtomicLog:
         claim = _claim.Claim.try_acquire(reader.name, reader.layout.nonce)
         if claim is None:
             return None
-        mode = os.fstat(claim.fileno()).st_mode & 0o777  # new segments get the header's mode
-        return Writer(reader.name, reader.layout, self, claim, mode)
+        return Writer(reader.name, reader.layout, self, claim, claim.mode)  # segments get the header's mode
 
     def snapshot(self) -> Snapshot:
         """Capture a stable, zero-copy view of the records retained now."""
@@ -325,14 +327,19 @@ class AtomicLog:
         """Remove the log's names from the system (nothing of it stays in /dev/shm).
 
         Processes that have it mapped keep what they mapped; nobody can attach any more,
-        and its writer stops at its next rollover. Idempotent.
+        and its writer stops at its next rollover. Idempotent. The header removed is the
+        one this handle opened (by inode), even if its bytes were damaged since. A name
+        that cannot be removed does not stop the others (see ``remove_log``).
         """
         reader = self._reader
-        if reader.exists():  # the name may belong to a newer log by now: leave that one alone
-            _shm.unlink_quietly(_shm.header_path(reader.name))
-        for nonce, _, region_path in _shm.regions(reader.name):
-            if nonce == reader.layout.nonce:
-                _shm.unlink_quietly(region_path)
+        paths = [p for nonce, _, p in _shm.regions(reader.name) if nonce == reader.layout.nonce]
+        header = _shm.header_path(reader.name)
+        # The header this handle opened, known by its inode, not by what its bytes say now
+        # (they may be damaged); a newer log of the same name is left alone. Last, so a
+        # failure above leaves it to find the rest by.
+        if _shm.identity(header) == reader.identity:
+            paths.append(header)
+        _shm.unlink_every(paths)
 
     def __enter__(self) -> AtomicLog:
         return self
@@ -365,18 +372,27 @@ def remove_log(name: str) -> int:
 
     Raises LogNotFoundError if nothing of that name exists, and NotALogError (removing
     nothing) if ``name`` is a shared-memory region that is not a log and has no segments.
+    A name that cannot be removed (a directory planted there, another user's file) does
+    not stop the others: everything removable is removed, then AccessDeniedError or
+    NotALogError is raised for the first that was not.
     """
     name = _shm.check_name(name)
     path = _shm.header_path(name)
     segment_paths = [p for _, _, p in _shm.regions(name)]
-    region = _shm.open_read(path)
-    header_exists = region is not None or os.path.exists(os.path.join(_shm.SHM_DIR, name))
-    if region is not None:
-        is_log = _header.read_nonce(region) is not None
-        region.close()
+    try:
+        header_mode: int | None = os.lstat(os.path.join(_shm.SHM_DIR, name)).st_mode
+    except FileNotFoundError:
+        header_mode = None
+    if header_mode is not None and not stat.S_ISREG(header_mode):
+        _shm.unlink_every(segment_paths)  # a directory or such at NAME is not ours to remove
+        raise NotALogError(f"{_shm.SHM_DIR}/{name} is not a shared-memory region; not removed")
+    if header_mode is not None:
+        region = _shm.open_read(path)
+        is_log = region is not None and _header.read_nonce(region) is not None
+        if region is not None:
+            region.close()
         if not is_log and not segment_paths:
             raise NotALogError(f"{_shm.SHM_DIR}/{name} is not an atomic-log-shm log; not removed")
-    if not header_exists and not segment_paths:
+    elif not segment_paths:
         raise LogNotFoundError(f"no log named {name!r}")
-    removed = _shm.unlink_quietly(path) if header_exists else 0
-    return removed + sum(_shm.unlink_quietly(p) for p in segment_paths)
+    return _shm.unlink_every(segment_paths + ([path] if header_mode is not None else []))

@@ -25,10 +25,11 @@ it stores the count that covers it; on x86-64 stores become visible in program o
 loads are not reordered with older loads, so a reader that loaded a count then loads the
 records below it as they were stored. Records below a published count are never stored
 again (a new writer resumes at the published count), a name never comes back once taken
-away, and the writer reuses a region only when no other process has it open or mapped,
-so a view stays valid for as long as its arrays live, after reclamation too. Epochs only
-grow, so the checks of steps 2 and 4 cannot be fooled by a slot that changed and changed
-back. The full argument is in docs/design.md ("Memory ordering").
+away, and the writer reuses a region only when no reader holds the shared lock every
+reader takes on a segment it maps (the lock lives as long as the mapping), so a view stays
+valid for as long as its arrays live, after reclamation too. Epochs only grow, so the
+checks of steps 2 and 4 cannot be fooled by a slot that changed and changed back. The full
+argument is in docs/design.md ("Memory ordering").
 
 A rollover can move the head between any two of these loads. Every read that needs a
 consistent picture goes through ``consistent()``: one retry loop, one limit, one error.
@@ -71,14 +72,15 @@ class Reader:
     with the word indices ``layout`` gives.
     """
 
-    __slots__ = ("_region", "_segments", "_waiter", "_waits", "layout", "name", "words")
+    __slots__ = ("_region", "_segments", "_waiter", "_waits", "identity", "layout", "name", "words")
 
     words: Words
 
     def __init__(self, name: str, nonce: int | None = None) -> None:
-        region = _shm.open_read(_shm.header_path(name))
-        if region is None:
+        opened = _shm.open_read_identified(_shm.header_path(name))
+        if opened is None:
             raise LogNotFoundError(f"no log named {name!r} (nothing at {_shm.SHM_DIR}/{name})")
+        region, self.identity = opened  # (device, inode): which header this handle reads
         try:
             layout = read_layout(region, f"log {name!r}")
             if nonce is not None and layout.nonce != nonce:
@@ -171,9 +173,9 @@ class Reader:
         if array is None:
             layout = self.layout
             array = _segment.open_readonly(self.name, layout, seq)
-            # Look at the slot again now that the mapping exists: the writer retires a slot
-            # before it reuses the region, and never reuses one that is mapped elsewhere,
-            # so a region opened by its old name late in its life is never taken as `seq`
+            # Look at the slot again now that the lock and mapping exist: the writer retires
+            # a slot before it tests a region's lock for reuse, so a region opened by its old
+            # name but locked after that test is never taken as `seq`
             # (docs/design.md, "Reusing pages").
             if array is None or self.words[layout.epoch_word(seq)] != seq:
                 return None
@@ -227,7 +229,7 @@ class Reader:
     def writer_active(self) -> bool:
         """Whether some writer holds the claim on this log now (taking nothing, writing nothing)."""
         try:
-            return _claim.held(self.name)
+            return _claim.held(self.name, self.layout.nonce)
         except OSError:  # no /proc/locks here, or the log is gone: the recorded pid is the best guess
             pid = self.words[PID_WORD]
             return pid != 0 and _alive(pid)

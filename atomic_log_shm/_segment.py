@@ -60,8 +60,9 @@ class WriterSegments:
     over, while a ring of hot pages (the floor a Python writer can reach) pays nothing.
     So the segment that leaves the window is not unlinked but renamed to the name of the
     segment after next (``retire``), and when that one is needed (``take``) its pages are
-    reused, provided no other process has it open or mapped any more (``_shm.unshared``):
-    a reader that still holds it keeps its values unchanged, and the writer makes a fresh
+    reused, provided no reader holds it mapped any more (``_shm.unshared``: readers map a
+    segment under a shared lock that lives as long as the mapping): a reader that still
+    holds it keeps its values unchanged, and the writer makes a fresh
     region instead. Only the newest ``_KEEP`` segments are held, so a window of more
     segments than that is made of fresh regions. The renamed region is unpublished and
     numbered above the head, so no reader opens it; close() unlinks it, and a writer that
@@ -114,6 +115,10 @@ class WriterSegments:
         unlink(self._name, self._layout, region.seq)
         region.close()
 
+    def reset(self, head: Region) -> None:
+        """Hold only ``head`` (after ``close()``): the state of a writer that just claimed."""
+        self._live = deque([head])
+
     def forget(self) -> None:
         """In a forked child: close the inherited descriptors and drop the mappings,
         unlinking nothing (the segments and the spare are the parent's)."""
@@ -145,7 +150,7 @@ def open_writable(name: str, layout: Layout, seq: int) -> Region:
 def open_readonly(name: str, layout: Layout, seq: int) -> Records | None:
     """Map segment ``seq`` without write permission; None once it has been reclaimed."""
     path = _shm.segment_path(name, layout.nonce, seq)
-    region = _shm.open_read(path)
+    region = _shm.open_read_shared(path)  # the lock lives as long as the map: see _shm.unshared
     if region is None:
         return None
     if len(region) < layout.segment_bytes:

@@ -1,7 +1,8 @@
 """Shared-memory regions: their names, creating, mapping and removing them.
 
 A log ``NAME`` owns the header region ``/NAME`` and segment regions
-``/NAME@<nonce>.<seq>``: ``nonce`` is 16 hex digits drawn when the log is created and
+``/NAME@<nonce>.<seq>``, a wait region ``/NAME@<nonce>.wait`` and a claim region
+``/NAME@<nonce>.claim``: ``nonce`` is 16 hex digits drawn when the log is created and
 ``seq`` the segment number. ``@`` is not allowed in log names, so no log's regions can be
 mistaken for another's, and the nonce keeps a new log from ever meeting the leftover
 segments of an earlier, crashed log of the same name.
@@ -14,6 +15,8 @@ import fcntl
 import mmap
 import os
 import re
+import stat
+import struct
 from collections.abc import Iterator
 
 import posix_ipc
@@ -23,6 +26,7 @@ from ._errors import (
     InvalidNameError,
     LogExistsError,
     LogNotFoundError,
+    NotALogError,
     OutOfSpaceError,
     ResourceLimitError,
 )
@@ -31,7 +35,7 @@ from ._header import MAGIC
 SHM_DIR = "/dev/shm"
 MAX_NAME = 200  # leaves room for "@<16 hex>.<20 digits>" within NAME_MAX (255)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
-_REGION = re.compile(r"(?P<name>.+)@(?P<nonce>[0-9a-f]{16})\.(?P<part>[0-9]+|wait)")
+_REGION = re.compile(r"(?P<name>.+)@(?P<nonce>[0-9a-f]{16})\.(?P<part>[0-9]+|wait|claim)")
 
 
 def check_name(name: object) -> str:
@@ -55,6 +59,10 @@ def segment_path(name: str, nonce: int, seq: int) -> str:
 
 def wait_path(name: str, nonce: int) -> str:
     return f"/{name}@{nonce:016x}.wait"
+
+
+def claim_path(name: str, nonce: int) -> str:
+    return f"/{name}@{nonce:016x}.claim"
 
 
 _POSIX_IPC_MESSAGES = {
@@ -111,22 +119,101 @@ def create(path: str, size: int, mode: int, flags: int = mmap.MAP_SHARED) -> tup
         raise _typed(exc, path, size) from None
 
 
+def create_empty(path: str, mode: int) -> None:
+    """Create an empty region with permissions exactly ``mode``."""
+    try:
+        shm = posix_ipc.SharedMemory(path, posix_ipc.O_CREX, mode=mode, size=0)
+    except posix_ipc.ExistentialError:
+        raise LogExistsError(f"shared memory {path!r} already exists") from None
+    except (OSError, posix_ipc.Error) as exc:
+        raise _typed(exc, path) from None
+    try:
+        os.fchmod(shm.fd, mode)
+    except BaseException as exc:
+        unlink_quietly(path)
+        raise _typed(exc, path) from None
+    finally:
+        shm.close_fd()
+
+
+def open_write_only(path: str) -> int:
+    """A write-only descriptor of the existing region ``path`` (owned by the caller); the
+    region must be a regular file (a planted directory or fifo is refused)."""
+    try:
+        fd = os.open(SHM_DIR + path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise LogNotFoundError(f"no shared memory named {path!r}") from None
+    except OSError as exc:
+        raise _typed(exc, path) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LogNotFoundError(f"{SHM_DIR}{path} is not a region of this log")
+    return fd
+
+
 def open_read(path: str) -> mmap.mmap | None:
     """Map an existing region read-only; None if it does not exist (any more) or is empty."""
+    shm = _open_readonly(path)
+    if shm is None:
+        return None
     try:
-        shm = posix_ipc.SharedMemory(path, 0, read_only=True)
+        return _map_readonly(shm, path)
+    finally:
+        shm.close_fd()
+
+
+def open_read_identified(path: str) -> tuple[mmap.mmap, tuple[int, int]] | None:
+    """``open_read``, with the (device, inode) of the region mapped: what the name meant
+    when it was opened, whatever its bytes or the name say later."""
+    shm = _open_readonly(path)
+    if shm is None:
+        return None
+    try:
+        st = os.fstat(shm.fd)
+        region = _map_readonly(shm, path)
+        return None if region is None else (region, (st.st_dev, st.st_ino))
+    finally:
+        shm.close_fd()
+
+
+def open_read_shared(path: str) -> mmap.mmap | None:
+    """``open_read``, holding a shared lock on the region for as long as the map lives:
+    the writer reuses no region that someone holds this way (``unshared``). None also if
+    the writer holds the region's exclusive lock now (it is testing a spare for reuse, so
+    the region is no longer a published segment).
+
+    The lock is an open-file-description lock: the kernel keeps it for as long as any
+    descriptor or mapping refers to the description, so the mapping alone keeps it after
+    the descriptor is closed, and it goes away with the last mapping, or the process.
+    Read access is all it needs.
+    """
+    shm = _open_readonly(path)
+    if shm is None:
+        return None
+    try:
+        if not _ofd_lock(shm.fd, fcntl.F_RDLCK):
+            return None
+        return _map_readonly(shm, path)
+    finally:
+        shm.close_fd()
+
+
+def _open_readonly(path: str) -> posix_ipc.SharedMemory | None:
+    try:
+        return posix_ipc.SharedMemory(path, 0, read_only=True)
     except posix_ipc.ExistentialError:
         return None
     except (OSError, posix_ipc.Error) as exc:
         raise _typed(exc, path) from None
+
+
+def _map_readonly(shm: posix_ipc.SharedMemory, path: str) -> mmap.mmap | None:
     try:
         if shm.size == 0:  # only while its creator is between shm_open and fallocate
             return None
         return mmap.mmap(shm.fd, shm.size, access=mmap.ACCESS_READ)
     except OSError as exc:
         raise _typed(exc, path) from None
-    finally:
-        shm.close_fd()
 
 
 def open_write(path: str) -> tuple[int, mmap.mmap]:
@@ -146,11 +233,48 @@ def open_write(path: str) -> tuple[int, mmap.mmap]:
 
 
 def unlink_quietly(path: str) -> bool:
+    """Remove region ``path``; False if it is gone, or not a region this process may
+    remove (a directory, another user's file planted under the log's names)."""
     try:
-        posix_ipc.unlink_shared_memory(path)
-    except posix_ipc.ExistentialError:
+        os.unlink(SHM_DIR + path)
+    except FileNotFoundError:
         return False
+    except (IsADirectoryError, PermissionError):
+        return False  # not ours: leave it (unlink_every reports it)
     return True
+
+
+def unlink_every(paths: list[str]) -> int:
+    """Remove every region of ``paths`` that can be removed, even when some cannot; then
+    raise a typed error for the first that could not (AccessDeniedError for another user's
+    region, NotALogError for a directory or any other non-region). Returns how many were
+    removed (gone ones are not counted)."""
+    removed = 0
+    failed: BaseException | None = None
+    for path in paths:
+        try:
+            os.unlink(SHM_DIR + path)
+            removed += 1
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            failed = failed or AccessDeniedError(errno.EACCES, f"permission denied removing {SHM_DIR}{path}")
+        except OSError as exc:  # EISDIR (a planted directory), EBUSY, ...
+            failed = failed or NotALogError(
+                f"{SHM_DIR}{path} is not a region of this log ({exc.strerror}); not removed"
+            )
+    if failed is not None:
+        raise failed
+    return removed
+
+
+def identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the name ``path`` now, without following links; None if absent."""
+    try:
+        st = os.lstat(SHM_DIR + path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def rename(old: str, new: str) -> bool:
@@ -162,26 +286,38 @@ def rename(old: str, new: str) -> bool:
     return True
 
 
-def unshared(fd: int) -> bool:
-    """True if no other open file description refers to the region behind ``fd``: no
-    other process (nor another handle of this one) has it open or mapped.
+# struct flock on Linux x86-64 and aarch64: l_type, l_whence, l_start, l_len, l_pid, padding
+# to 32 bytes. l_start = l_len = 0 locks the whole file; l_pid must be 0 for OFD locks.
+_FLOCK = struct.Struct("hhqqi4x")
 
-    The kernel counts every open and every mapping of a file, and grants a write lease
-    only when the caller's is the sole one; the lease is dropped at once. While it is held
-    (a few microseconds) an open() of the region by another process would wait for it:
-    only regions whose name no reader can know yet are ever asked about.
-    """
+
+def _ofd_lock(fd: int, kind: int) -> bool:
+    """Take (or, with F_UNLCK, drop) an open-file-description lock on the whole of ``fd``
+    without waiting; False if another open file description holds a conflicting one."""
     try:
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
-    except OSError:  # EAGAIN: someone else has it; EACCES/EINVAL: leases not available here
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(kind, os.SEEK_SET, 0, 0, 0))
+    except (BlockingIOError, PermissionError):  # EAGAIN, or EACCES on some kernels
         return False
-    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    return True
+
+
+def unshared(fd: int) -> bool:
+    """True if no reader holds the region behind ``fd``: no open file description but the
+    writer's holds a shared lock on it (``open_read_shared``), so no reader has it mapped.
+
+    The test takes the exclusive lock and drops it at once. It raises no signal and waits
+    for nobody; a process that maps a region without the lock (outside the protocol) is
+    not counted, and may see the region's bytes change when it is reused.
+    """
+    if not _ofd_lock(fd, fcntl.F_WRLCK):
+        return False
+    _ofd_lock(fd, fcntl.F_UNLCK)
     return True
 
 
 def regions(name: str) -> Iterator[tuple[int, str, str]]:
     """(nonce, part, path) of every region but the header of logs called ``name``, any
-    nonce: ``part`` is a segment number or "wait"."""
+    nonce: ``part`` is a segment number, "wait" or "claim"."""
     try:
         entries = os.listdir(SHM_DIR)
     except FileNotFoundError:

@@ -123,25 +123,9 @@ class Writer:
         self._pack = packer.pack_into if packer is not None and layout.dtype.names else None
         self._exact = _records.exact_types(layout.dtype)
         try:
-            words = self._words = claim.words
-            head = words[HEAD_WORD]
-            count = words[layout.count_word(head)]
-            start = words[layout.start_word(head)]
-            if (
-                head < 0
-                or words[layout.epoch_word(head)] != head
-                or not 0 <= count <= layout.segment_capacity
-                or start < 0
-            ):
-                raise CorruptLogError(
-                    f"log {self._name!r}: head segment {head} has no valid slot; "
-                    "remove the log with atomic_log_shm.remove_log() and create it anew"
-                )
-            region = _segment.open_writable(self._name, layout, head)
-            # A writer that died may have left a half-made next segment, a spare, or an old
-            # one it had not renamed yet: nobody else can be making segments now, so remove
-            # them (only once the head proved real: a damaged head must not cost the log).
-            _segment.unlink_outside(self._name, layout, head - layout.slot_count + 1, head)
+            self._words = claim.words
+            head, count, start = self._published_head()
+            region = self._open_head(head)
         except BaseException:
             claim.release()
             raise
@@ -153,6 +137,52 @@ class Writer:
         self._finalizer = weakref.finalize(self, _release, segments, waits, claim)
         self._enter_segment(head, region, count, start)
         _claim.track(self)
+
+    def _published_head(self) -> tuple[int, int, int]:
+        """The head segment, its published count and its start, as the header says now."""
+        words = self._words
+        layout = self._layout
+        head = words[HEAD_WORD]
+        count = words[layout.count_word(head)]
+        start = words[layout.start_word(head)]
+        if (
+            head < 0
+            or words[layout.epoch_word(head)] != head
+            or not 0 <= count <= layout.segment_capacity
+            or start < 0
+        ):
+            raise CorruptLogError(
+                f"log {self._name!r}: head segment {head} has no valid slot; "
+                "remove the log with atomic_log_shm.remove_log() and create it anew"
+            )
+        return head, count, start
+
+    def _open_head(self, head: int) -> _segment.Region:
+        """Map the head read-write and remove every region of the log outside the window."""
+        region = _segment.open_writable(self._name, self._layout, head)
+        # A writer that died (or was interrupted) may have left a half-made next segment, a
+        # spare, or an old one it had not renamed yet: nobody else can be making segments
+        # now, so remove them (only once the head proved real: a damaged head must not
+        # cost the log).
+        _segment.unlink_outside(self._name, self._layout, head - self._layout.slot_count + 1, head)
+        return region
+
+    def _resync(self) -> None:
+        """After an exception escaped a rollover or a publication part-way (a KeyboardInterrupt
+        between two stores): take the in-process state from the header again, as a new
+        claim does, dropping whatever was not published. If even that fails, close."""
+        if self._closed_because:
+            return
+        try:
+            head, count, start = self._published_head()
+            self._segments.close()  # the spare and any half-made segment lose their names
+            region = self._open_head(head)
+            self._segments.reset(region)
+            self._enter_segment(head, region, count, start)
+        except BaseException as exc:
+            self._close(f"it was interrupted part-way through a rollover and could not recover: {exc!r}")
+            self._finalizer()
+            raise
 
     def _enter_segment(self, seq: int, region: _segment.Region, count: int, start: int) -> None:
         self._seq = seq
@@ -239,7 +269,15 @@ class Writer:
             self._extend_across(records)
 
     def _extend_across(self, records: npt.NDArray[Any]) -> None:
-        """extend() of a batch that does not fit in the head: a copy per segment touched."""
+        """extend() of a batch that does not fit in the head: a copy per segment touched.
+        Whatever escapes part-way leaves the writer as the header says (``_resync``)."""
+        try:
+            self._extend_across_unguarded(records)
+        except BaseException:
+            self._resync()
+            raise
+
+    def _extend_across_unguarded(self, records: npt.NDArray[Any]) -> None:
         size = self._itemsize
         total = len(records)
         done = 0
@@ -267,6 +305,14 @@ class Writer:
             record = self._convert((value,))  # check the value before the rollover changes the log
         except _VALUE_ERRORS as exc:
             raise self._bad_value(value, exc) from None
+        try:
+            self._append_first(record)
+        except BaseException:
+            self._resync()
+            raise
+
+    def _append_first(self, record: npt.NDArray[Any]) -> None:
+        """Roll over and publish ``record`` as the new head's first."""
         self._roll(self._start + self._count)
         self._data[0:1] = record
         self._count = 1
@@ -290,7 +336,11 @@ class Writer:
                 f"log {self._name!r}: cannot skip back to position {position}; the next is {end}"
             )
         if position > end:
-            self._roll(position)
+            try:
+                self._roll(position)
+            except BaseException:
+                self._resync()
+                raise
 
     @property
     def end(self) -> int:
@@ -381,6 +431,7 @@ class Writer:
 
     def _check_open(self) -> None:
         if self._closed_because:
+            self._finalizer()  # a close that an interrupt cut short lets the claim go now
             raise WriterClosedError(
                 f"this writer of {self._name!r} is closed ({self._closed_because}); "
                 "claim a new one with log.try_claim_writer()"

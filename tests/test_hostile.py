@@ -831,12 +831,15 @@ def test_writer_of_more_segments_than_descriptors_to_spare_works_or_raises_an_at
 
 
 def assert_modes(name: str, mode: int) -> None:
-    """The header and every segment have exactly ``mode``; any other region of the log (a
-    helper region readers may write) gives read access to exactly whom ``mode`` does."""
+    """The header and every segment have exactly ``mode``; the claim region is write-only
+    for whoever ``mode`` lets write; any other region of the log (a helper region readers
+    may write) gives read access to exactly whom ``mode`` does."""
     modes = {e: stat.S_IMODE(os.stat(f"{SHM}/{e}").st_mode) for e in regions_of(name)}
     assert segment_entries(name), modes
     for entry in [name, *segment_entries(name)]:
         assert modes.pop(entry) == mode, (entry, oct(mode))
+    (claim,) = [e for e in modes if e.endswith(".claim")]
+    assert modes.pop(claim) == mode & 0o222, (claim, oct(mode))
     for entry, other in modes.items():
         assert other & 0o444 == mode & 0o444 and not other & 0o111, (entry, oct(other))
 
