@@ -1,7 +1,9 @@
 """Blocking until something is published, without busy-polling: a futex in shared memory.
 
 Each log has a small wait region ``/NAME@<nonce>.wait``, the one region that readers may
-write, and only readers that wait do:
+write, and only readers that wait do (and only readers with write access to the log: the
+region has exactly the log's mode, since write access is enough to truncate it and so to
+kill the writer with SIGBUS; readers with read access only poll, see ``wait_until``):
 
     offset  size  field     written by                          read by
     0       8     signal    writer, when it wakes waiters       futex (low 32 bits), waiters
@@ -97,8 +99,11 @@ MEMBARRIER = _membarrier_available()
 
 
 def wait_mode(mode: int) -> int:
-    """The wait region's mode: whoever may read the log may write it (to wait)."""
-    return mode | (mode & 0o444) >> 1
+    """The wait region's mode: exactly the log's. Write access to it is enough to truncate
+    it, and a truncated region kills the writer with SIGBUS at its next load of
+    ``waiting``; so only those who may write the log anyway (and so could damage it in other
+    ways) sleep on its futex. Readers with read access only poll, backing off (wait_until)."""
+    return mode
 
 
 def create(name: str, nonce: int, mode: int) -> None:

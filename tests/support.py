@@ -10,7 +10,9 @@ library, so that a mistake in its naming shows up in the tests.
 from __future__ import annotations
 
 import os
+import pwd
 import re
+import subprocess
 import uuid
 from typing import Any, NamedTuple
 
@@ -82,3 +84,15 @@ def mappings_of(name: str, pid: int | str = "self") -> list[Mapping]:
 def mappings_and_fds(name: str) -> tuple[int, int]:
     """How many mappings of log ``name``'s regions, and how many descriptors, this process holds."""
     return len(mappings_of(name)), len(os.listdir("/proc/self/fd"))
+
+
+OTHER_USER = "alsnobody"  # an unprivileged local user, for tests of what other users can do
+
+
+def other_user() -> int:
+    """The uid of ``OTHER_USER``, made once (tests that use it run as root only)."""
+    try:
+        return pwd.getpwnam(OTHER_USER).pw_uid
+    except KeyError:
+        subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", OTHER_USER], check=True)
+        return pwd.getpwnam(OTHER_USER).pw_uid

@@ -11,11 +11,9 @@ import fcntl
 import json
 import mmap
 import os
-import pwd
 import signal
 import stat
 import struct
-import subprocess
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -24,11 +22,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import other_user
 
 import atomic_log_shm
 from atomic_log_shm import AtomicLog, _segment
-
-OTHER_USER = "alsnobody"
 
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux x86-64
 
@@ -68,15 +65,6 @@ def bystand(name: str, lock: bool) -> None:
                 pass
             finally:
                 os.close(fd)
-
-
-def other_user() -> int:
-    """The uid of an unprivileged local user, made once (tests run as root only)."""
-    try:
-        return pwd.getpwnam(OTHER_USER).pw_uid
-    except KeyError:
-        subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", OTHER_USER], check=True)
-        return pwd.getpwnam(OTHER_USER).pw_uid
 
 
 @contextmanager

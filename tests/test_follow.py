@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
+import os
+import stat
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import SHM, other_user, regions_of
 
 from atomic_log_shm import AtomicLog
 
@@ -338,3 +343,54 @@ def test_a_cursor_sees_every_position_once_or_counts_it_as_missed(
         seen += sum(len(a) for a in batch.arrays)
         missed += batch.missed
         assert seen + missed == published == cursor.position
+
+
+def test_a_reader_of_another_user_waits_by_polling_and_cannot_truncate_the_wait_region(
+    log_name: Callable[[], str],
+) -> None:
+    """Write access to the wait region is enough to truncate it, which would kill the writer
+    (SIGBUS): it has exactly the log's mode, so another user with read access (a 0o644 log)
+    cannot open it for writing, and its wait() polls instead, still seeing each record."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the reader as another local user")
+    uid = other_user()
+    name = log_name()
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=name, mode=0o644)
+    with log, writer:
+        (wait_region,) = [e for e in regions_of(name) if e.endswith(".wait")]
+        assert stat.S_IMODE(os.stat(f"{SHM}/{wait_region}").st_mode) == 0o644
+        ready_r, ready_w = os.pipe()
+        done_r, done_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+                try:
+                    os.truncate(f"{SHM}/{wait_region}", 0)
+                    os.write(done_w, b"truncated!")
+                except PermissionError:
+                    pass
+                reader = AtomicLog.attach(name)
+                cursor = reader.cursor("newest")
+                os.write(ready_w, b"r")
+                seen: list[int] = []
+                while len(seen) < 3 and cursor.wait(timeout=10):
+                    seen += [int(v) for a in cursor.poll().arrays for v in a]
+                os.write(done_w, json.dumps(seen).encode())
+                status = 0
+            finally:
+                os._exit(status)
+        try:
+            assert os.read(ready_r, 1) == b"r"
+            for v in (7, 8, 9):
+                time.sleep(0.05)
+                writer.append(v)
+            assert json.loads(os.read(done_r, 100)) == [7, 8, 9]
+            assert os.waitpid(pid, 0)[1] == 0
+            writer.append(10)  # the writer still lives, and publishes
+        finally:
+            for fd in (ready_r, ready_w, done_r, done_w):
+                os.close(fd)

@@ -194,8 +194,8 @@ def test_a_leak_of_any_of_our_names_is_caught(suite: pytest.Pytester) -> None:
         line.split(" left ", 1)[1] for line in result.outlines if line.startswith("E ") and " left " in line
     ]
     assert len(caught) == 5, caught  # in the order of the tests, as ``left`` is
-    for name, leak in zip(left[:4], caught[:4], strict=True):  # header, segment 0, wait region
-        assert leak.startswith(f"3 entries in {SHM}: ['{name}', '{name}@"), leak
+    for name, leak in zip(left[:4], caught[:4], strict=True):  # header, segment 0, claim, wait
+        assert leak.startswith(f"4 entries in {SHM}: ['{name}', '{name}@"), leak
     wait_region_only = caught[4]
     assert wait_region_only.startswith(f"1 entries in {SHM}: ['{left[4]}@"), wait_region_only
     assert wait_region_only.endswith(".wait']"), wait_region_only
