@@ -22,13 +22,14 @@ from __future__ import annotations
 import fcntl
 import mmap
 import os
+import time
 import warnings
 import weakref
 from typing import Protocol
 
 from . import _shm
 from ._errors import LogNotFoundError
-from ._header import PID_WORD, read_nonce
+from ._header import PID_WORD, RELEASED_WORD, read_nonce
 
 
 def mode(header_mode: int) -> int:
@@ -84,6 +85,7 @@ class Claim:
         """Give the claim up. Idempotent."""
         if self._fd < 0:
             return
+        self.words[RELEASED_WORD] = time.time_ns()  # when: what followers read in info()
         self.words[PID_WORD] = 0  # before unlocking, so a successor's pid is never erased
         self._close()
 

@@ -10,6 +10,7 @@ oldest retained one. Positions the writer skipped (``Writer.skip_to``) count as 
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,8 @@ import numpy.typing as npt
 from ._errors import InvalidArgumentError, NotPicklableError
 from ._reader import Reader
 from ._snapshot import Snapshot, _frame
+
+_CLAIM_LOOK = 0.5  # seconds between looks at the claim in wait_async(until_writer_gone=True)
 
 
 class Poll:
@@ -126,9 +129,20 @@ class Cursor:
         writer holds the claim (see ``log.info().writer_active``)."""
         return self._reader.wait_beyond(self._position, timeout, until_writer_gone)
 
-    async def wait_async(self, timeout: float | None = None) -> bool:
-        """``wait()`` for asyncio: never blocks the event loop. True if there is news."""
-        return await self._reader.wait_beyond_async(self._position, timeout)
+    async def wait_async(self, timeout: float | None = None, *, until_writer_gone: bool = False) -> bool:
+        """``wait()`` for asyncio: never blocks the event loop. True if there is news.
+
+        With ``until_writer_gone=True`` it returns False within about a second once no
+        writer holds the claim, as ``wait()`` does."""
+        if not until_writer_gone:
+            return await self._reader.wait_beyond_async(self._position, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:  # in slices, looking at the claim between them (no writes, no locks)
+            left = _CLAIM_LOOK if deadline is None else min(_CLAIM_LOOK, deadline - time.monotonic())
+            if await self._reader.wait_beyond_async(self._position, max(left, 0.0)):
+                return True
+            if not self._reader.writer_active() or left < _CLAIM_LOOK:
+                return False
 
     def __reduce__(self) -> Any:
         raise NotPicklableError("a Cursor cannot be pickled: send the log and make a cursor there")

@@ -2,8 +2,8 @@
 
 A log named ``NAME`` is one header region ``/NAME`` plus one region per live segment
 (see ``_shm.py`` for their names). The header is written in full by the creator before the
-magic is stored; after that only ``head``, ``writer_pid`` and the slots ever change, and
-only the writer changes them. Readers map it read-only.
+magic is stored; after that only ``head``, ``writer_pid``, ``released_ns`` and the slots
+ever change, and only the writer changes them. Readers map it read-only.
 
     offset        size  field              written by          read by
     0             8     magic              creator (last)      attach
@@ -18,7 +18,8 @@ only the writer changes them. Readers map it read-only.
     64            8     head               writer, rollover    every read (_reader)
     72            8     writer_pid         claim               info() only
     80            8     created_ns         creator             info() only
-    88            40    reserved (zero)    -                   -
+    88            8     released_ns        claim, at release   info() only (0: never)
+    96            32    reserved (zero)    -                   -
     128           24*n  slots[n]           writer              every read (_reader)
         +0        8       epoch            writer, rollover    validated before and after
         +8        8       start            writer, rollover    the position of record 0
@@ -64,7 +65,8 @@ FIXED = np.dtype(
         ("head", "<i8"),
         ("writer_pid", "<i8"),
         ("created_ns", "<i8"),
-        ("reserved", "<i8", (5,)),
+        ("released_ns", "<i8"),
+        ("reserved", "<i8", (4,)),
     ]
 )
 SLOT = np.dtype([("epoch", "<i8"), ("start", "<i8"), ("count", "<i8")])
@@ -84,6 +86,7 @@ WORD = 8  # every integer of the header is an int64
 HEAD_WORD = _offset(FIXED, "head") // WORD
 PID_WORD = _offset(FIXED, "writer_pid") // WORD
 CREATED_WORD = _offset(FIXED, "created_ns") // WORD
+RELEASED_WORD = _offset(FIXED, "released_ns") // WORD
 _SLOTS_WORD = FIXED.itemsize // WORD
 _WORDS_PER_SLOT = SLOT.itemsize // WORD
 _EPOCH = _offset(SLOT, "epoch") // WORD

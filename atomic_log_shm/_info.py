@@ -17,7 +17,7 @@ from numpy.lib import format as npformat
 
 from . import _shm
 from ._errors import AtomicLogError
-from ._header import CREATED_WORD, PID_WORD
+from ._header import CREATED_WORD, PID_WORD, RELEASED_WORD
 from ._reader import Reader
 
 
@@ -57,6 +57,10 @@ class LogInfo:
     """The pid the current or last writer recorded (None if it let go cleanly)."""
     writer_active: bool
     """Whether a writer holds the claim now (a crashed writer's claim is gone)."""
+    writer_released: datetime.datetime | None
+    """When the last writer let go of the claim cleanly (close, garbage collection), if no
+    writer holds it now; None while one does, and after a crash (the time of a death is not
+    recorded: ``writer_pid`` then names the dead writer)."""
     created: datetime.datetime
     regions: int
     """Shared-memory regions of the log in /dev/shm (header, segments, wait region, spare)."""
@@ -64,10 +68,14 @@ class LogInfo:
 
     @property
     def writer_status(self) -> str:
-        """The writer in words: "held by pid N", "free (last writer pid N exited)" or "free"."""
+        """The writer in words: "held by pid N", "free since <time>" (closed cleanly),
+        "free (last writer pid N exited)" (it died holding the claim) or "free"."""
         if self.writer_active:
             return f"held by pid {self.writer_pid}" if self.writer_pid else "held"
-        return f"free (last writer pid {self.writer_pid} exited)" if self.writer_pid else "free"
+        if self.writer_pid:
+            return f"free (last writer pid {self.writer_pid} exited)"
+        released = self.writer_released
+        return f"free since {released.isoformat(' ', 'seconds')}" if released else "free"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready values (what ``atomic-log inspect --json`` prints)."""
@@ -86,11 +94,16 @@ class LogInfo:
             "last_position": self.newest,
             "end": self.end,
             "writer": {"held": self.writer_active, "pid": self.writer_pid, "status": self.writer_status},
+            "writer_released": self.writer_released and self.writer_released.isoformat("T", "seconds"),
             "regions": self.regions,
             "memory_bytes": self.memory_bytes,
             "created_ns": int(self.created.timestamp() * 1e9),
             "created": self.created.isoformat("T", "seconds"),
         }
+
+
+def _time(ns: int) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(ns / 1e9).astimezone()
 
 
 def log_info(reader: Reader) -> LogInfo:
@@ -103,6 +116,7 @@ def log_info(reader: Reader) -> LogInfo:
     active = reader.writer_active()
     regions, size = _shm.footprint(reader.name, layout.nonce)
     created_ns = reader.words[CREATED_WORD]
+    released_ns = reader.words[RELEASED_WORD]
     return LogInfo(
         name=reader.name,
         dtype=layout.dtype,
@@ -117,7 +131,8 @@ def log_info(reader: Reader) -> LogInfo:
         end=segments[-1].start + segments[-1].published,
         writer_pid=pid,
         writer_active=active,
-        created=datetime.datetime.fromtimestamp(created_ns / 1e9).astimezone(),
+        writer_released=_time(released_ns) if not active and released_ns and pid is None else None,
+        created=_time(created_ns),
         regions=regions,
         memory_bytes=size,
     )

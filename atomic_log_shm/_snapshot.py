@@ -253,12 +253,14 @@ class Snapshot:
         epoch_word, count_word = layout.epoch_word(head), layout.count_word(head)
         return (chunks, length, head, start, count, head_array, epoch_word, count_word, 0)
 
-    def wait(self, timeout: float | None = None) -> bool:
+    def wait(self, timeout: float | None = None, *, until_writer_gone: bool = False) -> bool:
         """Block, using no CPU, until there is more to show or the time is up.
 
         Returns when records newer than this view are published or ``timeout`` seconds
-        pass: True if ``refresh()`` will show more."""
-        return self._reader.wait_beyond(self.end, timeout)
+        pass: True if ``refresh()`` will show more. Raises LogNotFoundError once the log is
+        unlinked or replaced; with ``until_writer_gone=True`` returns False within about a
+        second once no writer holds the claim."""
+        return self._reader.wait_beyond(self.end, timeout, until_writer_gone)
 
     def __len__(self) -> int:
         return self._view[_LENGTH]

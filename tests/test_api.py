@@ -188,3 +188,36 @@ def test_refresh_and_poll_raise_once_the_log_is_gone(log_name: Names, how: str) 
         assert time.monotonic() - begun < 1.5
     assert [int(v) for v in snap] == [1]  # what it showed stays readable
     log.close()
+
+
+def test_info_says_since_when_no_writer_holds_the_claim(log_name: Names) -> None:
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=log_name())
+    with log:
+        assert log.info().writer_released is None  # held now
+        before = datetime.datetime.now().astimezone()
+        writer.close()
+        info = log.info()
+        assert info.writer_released is not None and not info.writer_active
+        now = datetime.datetime.now().astimezone()
+        assert before - datetime.timedelta(seconds=1) <= info.writer_released <= now
+        assert info.writer_status.startswith("free since ")
+        with log.try_claim_writer() as again:
+            assert again is not None and log.info().writer_released is None
+
+
+def test_wait_async_can_stop_when_the_writer_goes(log_name: Names) -> None:
+    import asyncio
+
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=log_name())
+    with log:
+        cursor = log.cursor("newest")
+
+        async def main() -> tuple[bool, float]:
+            asyncio.get_running_loop().call_later(0.2, writer.close)
+            begun = time.monotonic()
+            got = await cursor.wait_async(timeout=10, until_writer_gone=True)
+            return got, time.monotonic() - begun
+
+        got, took = asyncio.run(main())
+        assert got is False and took < 2
+        assert log.snapshot().wait(timeout=5, until_writer_gone=True) is False
