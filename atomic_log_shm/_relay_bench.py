@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from atomic_log_shm import AtomicLog, LogNotFoundError, NotALogError, Snapshot, remove_log
+from atomic_log_shm import AtomicLog, LogNotFoundError, Snapshot, remove_log
 from atomic_log_shm.relay import stream_key
 
 DTYPE = np.dtype([("ts", "<f8"), ("seq", "<i8"), ("price", "<f8"), ("qty", "<i8")])
@@ -170,14 +170,7 @@ class _Setup:
 
 
 def _attached(name: str) -> AtomicLog:
-    def attach() -> AtomicLog | None:
-        try:
-            return AtomicLog.attach(name)
-        except (LogNotFoundError, NotALogError):  # not yet, or being made right now
-            return None
-
-    log: AtomicLog = _until(attach, f"log {name!r}")
-    return log
+    return AtomicLog.attach(name, timeout=WAIT)
 
 
 def _reaches(snap: Snapshot, end: int) -> Callable[[], bool]:

@@ -376,11 +376,6 @@ class Relay:
             raw_meta, raw_last = pipe.execute()
         except redis.ResponseError as exc:  # WRONGTYPE: the key is not a stream (or a hash)
             raise StreamContentError(stream, f"stream {stream!r}: {exc}; nothing written") from None
-        last = _last_entry(stream, raw_last)
-        end = None
-        if last is not None:
-            first, count, _ = _entry(stream, self._itemsize, *last)
-            end = first + count
         if raw_meta:
             found = _Meta.parse(stream, raw_meta)
             if found != self._meta:
@@ -389,7 +384,12 @@ class Relay:
                     f"stream {stream!r} carries {found}; log {self._log.name!r} holds {self._meta}: "
                     "nothing written (use another --stream, or delete the stream and its :meta key)",
                 )
-        else:  # a new stream, or one Redis lost (restarted without persistence)
+        last = _last_entry(stream, raw_last)
+        end = None
+        if last is not None:
+            first, count, _ = _entry(stream, self._itemsize, *last)
+            end = first + count
+        if not raw_meta:  # a new stream, or one Redis lost (restarted without persistence)
             client.hset(_meta_key(stream), mapping=cast(Any, self._meta.fields(self._log.name)))
         if end is not None:
             published = self._log.snapshot().end
@@ -591,6 +591,9 @@ class Mirror:
         self._meta = meta
         if self._writer is not None:
             self._next_id = f"{self._writer.end}-{_MAX_SEQ}"  # entries holding a position >= end
+            _log.info("%s: resuming at position %s", self._link.what, f"{self._writer.end:,}")
+        else:
+            _log.info("%s: reading the stream from its oldest entry", self._link.what)
         return True
 
     def _open_existing(self, meta: _Meta) -> None:
@@ -601,18 +604,16 @@ class Mirror:
         except FileNotFoundError:
             return
         found = _Meta.of(target)
+        target.close()
         if found != meta:
-            target.close()
             raise StreamContentError(
                 self._stream,
                 f"stream {self._stream!r} carries {meta}; the existing log {self._local!r} holds "
                 f"{found}: nothing written (mirror into another log with --as)",
             )
-        writer = target.try_claim_writer()
-        if writer is None:
-            target.close()
-            raise AtomicLogError(f"log {self._local!r} has a writer already (another mirror?)")
-        self._target, self._writer = target, writer
+        self._writer, self._target = AtomicLog.new_claimed(
+            retained=meta.retained, segment=meta.segment, dtype=meta.dtype, name=self._local, exist_ok=True
+        )  # ClaimHeldError if another process (another mirror?) writes to it
 
     def _follow(self) -> None:
         stream, client = self._stream, self._link.client
