@@ -16,8 +16,8 @@ mirror`` processes, as a user runs them; the writer is this process.
      the last record), records/s; and a paced run at 1,000,000 records/s for its loss
   L  10,000 records/s, one append each; a follower of the mirror blocked in ``wait()``:
      append -> that ``wait()`` returns, p50 / p99 / p99.9
-  W  the writer's rate, one record per append for a fixed time, without and with a relay
-     following it (no mirror): runs alternate, medians compared
+  W  the writer's rate, one record per append, to a log a relay follows (no mirror) and to
+     one nobody follows, in turns of 0.5 s: medians, per wall second and per CPU second
 
 Every process and shared-memory log made here is stopped or removed on the way out.
 """
@@ -316,12 +316,13 @@ def bench_l(setup: _Setup, count: int, rate: float) -> dict[str, float]:
     }
 
 
-def _append_rate(writer: Any, seconds: float) -> float:
-    """Records a second of one append each, as the benchmark suite's T measures them."""
+def _append_rate(writer: Any, seconds: float) -> tuple[float, float]:
+    """Records a second of one append each, as the benchmark suite's T measures them: per
+    second of wall time, and per second of this process's CPU time."""
     append = writer.append
     clock = time.perf_counter
     n = 0
-    began = clock()
+    began, cpu = clock(), time.process_time()
     deadline = began + seconds
     while True:
         for i in range(n, n + 1024):
@@ -329,24 +330,40 @@ def _append_rate(writer: Any, seconds: float) -> float:
         n += 1024
         if clock() >= deadline:
             break
-    return n / (clock() - began)
+    return n / (clock() - began), n / (time.process_time() - cpu)
 
 
 def bench_w(setup: _Setup, seconds: float, rounds: int) -> dict[str, float]:
-    alone: list[float] = []
-    relayed: list[float] = []
-    for _ in range(rounds):
-        for with_relay in (False, True):
-            source = setup.name()
-            writer, log = AtomicLog.new_claimed(retained=RETAINED, segment=SEGMENT, dtype=DTYPE, name=source)
-            with log, writer:
-                writer.append(_records(0, 1)[0])
-                relay = setup.relay(source) if with_relay else None
-                (relayed if with_relay else alone).append(_append_rate(writer, seconds))
-                if relay is not None:
-                    relay.stop()
-    a, r = statistics.median(alone), statistics.median(relayed)
-    return {"alone_per_s": a, "relayed_per_s": r, "ratio": r / a, "rounds": float(rounds)}
+    """Two logs, one followed by a relay; the writer appends to each in turn for
+    ``seconds``, ``rounds`` times: the rest of the machine's load falls on both alike."""
+    writers = []
+    for relayed in (False, True):
+        name = setup.name()
+        writer, log = AtomicLog.new_claimed(retained=RETAINED, segment=SEGMENT, dtype=DTYPE, name=name)
+        writer.append((0.0, 0, 101.25, 7))
+        if relayed:
+            setup.relay(name)
+        writers.append((writer, log))
+    rates: list[list[tuple[float, float]]] = [[], []]
+    try:
+        for _ in range(rounds):
+            for side, (writer, _log) in enumerate(writers):
+                rates[side].append(_append_rate(writer, seconds))
+    finally:
+        for writer, log in writers:
+            writer.close()
+            log.close()
+    wall = [statistics.median(r[0] for r in side) for side in rates]
+    cpu = [statistics.median(r[1] for r in side) for side in rates]
+    return {
+        "alone_per_s": wall[0],
+        "relayed_per_s": wall[1],
+        "ratio": wall[1] / wall[0],
+        "alone_per_cpu_s": cpu[0],
+        "relayed_per_cpu_s": cpu[1],
+        "cpu_ratio": cpu[1] / cpu[0],
+        "rounds": float(rounds),
+    }
 
 
 # Running --------------------------------------------------------------------------------
@@ -367,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "X": lambda s: bench_x(s, 0.5 if quick else 3.0),
             "T": lambda s: bench_t(s, 200_000 if quick else 4_000_000, 200_000 if quick else 3_000_000),
             "L": lambda s: bench_l(s, 2_000 if quick else 50_000, 10_000.0),
-            "W": lambda s: bench_w(s, 0.5 if quick else 2.0, 1 if quick else 3),
+            "W": lambda s: bench_w(s, 0.25 if quick else 0.5, 2 if quick else 12),
         }
         for key in args.only.upper():
             if key not in steps:

@@ -80,6 +80,12 @@ _DATA = b"d"
 _ENTRY_BYTES = 1 << 20  # the most one entry carries (fewer records if a record is larger)
 _PIPELINE_BYTES = 8 << 20  # the most the relay sends before it waits for the replies
 _READ_COUNT = 16  # entries a mirror takes per XREAD
+# A relay that finds _BUSY records or more at a look sends them, then lets _LINGER pass
+# since that look before it looks again: at high rates it makes fewer, larger entries and
+# leaves the CPU to the writer (W in _relay_bench); at low rates (a record or a few at a
+# look) each record goes at once.
+_BUSY = 16
+_LINGER = 0.001
 _IDLE = 0.25  # seconds a relay or mirror waits for news before it looks at stop() again
 _CONNECT_TIMEOUT = 2.0
 _SOCKET_TIMEOUT = 5.0  # longer than any XREAD BLOCK
@@ -428,14 +434,20 @@ class Relay:
         assert cursor is not None
         pending = self._pending
         while not self._link.stopping:
+            linger_until = 0.0
             if not pending:
                 if not cursor.wait(_IDLE):
                     continue
                 batch = cursor.poll()
                 if batch.missed:
                     self._losses.add(batch.start - batch.missed, batch.missed)
+                if len(batch) >= _BUSY:  # a busy log: let the next batch grow for a while
+                    linger_until = time.perf_counter() + _LINGER
                 pending.extend(self._entries(batch))
             self._send()
+            pause = linger_until - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
 
     def _entries(self, batch: Poll) -> Iterator[tuple[int, int, npt.NDArray[Any]]]:
         """The stream entries a batch makes: one per segment it touched, split to fit 1 MiB.
