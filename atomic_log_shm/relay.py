@@ -109,12 +109,15 @@ def stream_key(name: str) -> str:
 def _redacted(url: str) -> str:
     """``url`` without its password, for messages."""
     try:
-        parts = urllib.parse.urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.netloc.rpartition("@")[2]
-        return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+        parts = original = urllib.parse.urlsplit(url)
+        if parts.password is not None:
+            host = parts.netloc.rpartition("@")[2]
+            parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        if any(key == "password" for key, _ in query):
+            hidden = [(key, "***" if key == "password" else value) for key, value in query]
+            parts = parts._replace(query=urllib.parse.urlencode(hidden, safe="*/"))
+        return url if parts == original else urllib.parse.urlunsplit(parts)
     except ValueError:
         return "<a malformed URL>"
 
@@ -208,9 +211,13 @@ class _Losses:
         self._unreported += count
         self._last = first + count - 1
         self.total += count
-        now = time.monotonic()
-        if now >= self._next_report:
-            self._next_report = now + _REPORT_EVERY
+        if time.monotonic() >= self._next_report:
+            self.report()
+
+    def report(self) -> None:
+        """Say what was lost since the last report (at the latest when a run ends)."""
+        if self._unreported:
+            self._next_report = time.monotonic() + _REPORT_EVERY
             _log.warning(
                 "%s: %s records lost (positions %s to %s); %s in all",
                 self._what,
@@ -296,18 +303,18 @@ class Relay:
     ``url`` is a Redis URL (``redis://[[user]:password@]host:port/db``, ``rediss://`` for
     TLS, ``unix://``); ``stream`` defaults to ``stream_key(name)``. ``run()`` relays until
     ``stop()``: each batch the cursor finds becomes an entry (at most 1 MiB; bigger batches
-    are split), sent in one pipeline. It resumes after the last position the stream holds
+    are split), sent in one round trip. It resumes after the last position the stream holds
     (from the oldest retained record if the stream is empty or new). Records that left the
     window before the relay read them are counted in ``missed`` and reported on the log.
     """
 
     def __init__(self, name: str, url: str, *, stream: str | None = None) -> None:
+        self._stream = stream if stream is not None else stream_key(name)
+        self._link = _Link(url, f"relay of {name!r} to {self._stream!r}")
         self._log = AtomicLog.attach(name)
-        self._stream = stream if stream is not None else stream_key(self._log.name)
         self._meta = _Meta.of(self._log)
         self._itemsize = self._log.dtype.itemsize
         self._entry_records = max(1, _ENTRY_BYTES // self._itemsize)
-        self._link = _Link(url, f"relay of {self._log.name!r} to {self._stream!r}")
         self._cursor: Cursor | None = None
         self._pending: deque[tuple[int, int, npt.NDArray[Any]]] = deque()  # (end, count, records)
         self._position: int | None = None
@@ -356,7 +363,10 @@ class Relay:
                 except _LINK_ERRORS as exc:
                     if link.reconnect(exc):
                         self._sync_after_loss()
+        except redis.RedisError as exc:  # not a lost connection: e.g. NOPERM, OOM
+            raise AtomicLogError(f"{link.what}: Redis refused: {exc}") from exc
         finally:
+            self._losses.report()
             link.close()
             self._pending.clear()
             self._cursor = None
@@ -565,7 +575,10 @@ class Mirror:
                 except _LINK_ERRORS as exc:
                     synced = False
                     link.reconnect(exc)
+        except redis.RedisError as exc:  # not a lost connection: e.g. NOPERM
+            raise AtomicLogError(f"{link.what}: Redis refused: {exc}") from exc
         finally:
+            self._losses.report()
             link.close()
             if self._writer is not None:
                 self._writer.close()
