@@ -76,6 +76,7 @@ __all__ = [
 ]
 
 FORMAT = "atomic-log-shm/1"
+"""The stream format a relay writes and a mirror reads: the ``format`` field of ``KEY:meta``."""
 _DATA = b"d"
 _ENTRY_BYTES = 1 << 20  # the most one entry carries (fewer records if a record is larger)
 _PIPELINE_BYTES = 8 << 20  # the most the relay sends before it waits for the replies
@@ -323,6 +324,7 @@ class Relay:
 
     @property
     def stream(self) -> str:
+        """The stream's key."""
         return self._stream
 
     @property
@@ -537,6 +539,7 @@ class Mirror:
 
     @property
     def stream(self) -> str:
+        """The stream's key."""
         return self._stream
 
     @property
