@@ -394,7 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results[key] = steps[key](setup)
             finally:
                 setup.close()
-            print(f"{key}: " + "  ".join(f"{k}={v:,.1f}" for k, v in results[key].items()), flush=True)
+            shown = (f"{k}={v:,.0f}" if abs(v) >= 100 else f"{k}={v:.3f}" for k, v in results[key].items())
+            print(f"{key}: " + "  ".join(shown), flush=True)
     if "X" in results and "T" in results:
         ratio = results["T"]["burst_records_per_s"] / results["X"]["records_per_s"]
         print(f"relay burst / one XADD per record: {ratio:,.0f}x")
