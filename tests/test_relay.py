@@ -14,6 +14,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -295,7 +296,8 @@ def test_a_relay_killed_and_restarted_stores_each_record_once(
                 if i == kill_after:
                     relay.kill()  # the next relay resumes after what the stream holds
         until(lambda: stream_end() == 30_000, "the stream to hold all 30,000")
-        assert relay.terminate() == 0
+        relay.proc.send_signal(signal.SIGINT)  # Ctrl-C is how it is meant to end: status 0
+        assert relay.proc.wait(timeout=TIMEOUT) == 0
     entries = client.xrange(stream_key(source))
     position = 0
     for entry_id, fields in entries:
@@ -523,3 +525,23 @@ def test_end_to_end_with_kills_and_a_redis_restart(log_name: Callable[[], str], 
                 proc.kill()
                 proc.wait()
         server.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# The benchmark, in its quick mode
+
+
+def test_the_relay_benchmark_runs_and_reports_every_scenario(tmp_path: Path) -> None:
+    """No timing is asserted (that is the benchmark's business); it runs, starting and
+    stopping its own redis-server, and reports X, T, L and W."""
+    out = tmp_path / "relay-bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "atomic_log_shm._relay_bench", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = json.loads(out.read_text())
+    assert sorted(results) == ["L", "T", "W", "X"]
+    assert results["T"]["burst_missed"] == 0 and results["L"]["missed"] == 0
