@@ -352,17 +352,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 # Relay and mirror through Redis (atomic_log_shm.relay; needs the redis extra) -------------
 
 
-def _relay_module() -> Any:
-    """``atomic_log_shm.relay``, or None (having said why) if redis-py is not installed."""
-    try:
-        return importlib.import_module("atomic_log_shm.relay")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("redis", "hiredis"):
-            raise
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return None
-
-
 def _run_until_signal(runner: Any, command: str) -> int:
     """``runner.run()`` until SIGINT or SIGTERM (exit status 0), saying on stderr what it
     does: reconnections, lost records, where it resumed."""
@@ -386,16 +375,14 @@ def _run_until_signal(runner: Any, command: str) -> int:
 
 
 def _cmd_relay(args: argparse.Namespace) -> int:
-    relay = _relay_module()
-    if relay is None:
-        return 1
+    from . import relay  # redis-py only when asked for (MissingDependencyError without it)
+
     return _run_until_signal(relay.Relay(args.name, args.url, stream=args.stream), "relay")
 
 
 def _cmd_mirror(args: argparse.Namespace) -> int:
-    relay = _relay_module()
-    if relay is None:
-        return 1
+    from . import relay
+
     mirror = relay.Mirror(args.url, args.name, local=args.local, stream=args.stream)
     return _run_until_signal(mirror, "mirror")
 

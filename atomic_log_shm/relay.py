@@ -53,7 +53,13 @@ import numpy.typing as npt
 
 from . import _header, _shm
 from ._cursor import Cursor, Poll
-from ._errors import AtomicLogError, InvalidArgumentError, RedisUnavailableError, StreamContentError
+from ._errors import (
+    AtomicLogError,
+    InvalidArgumentError,
+    MissingDependencyError,
+    RedisUnavailableError,
+    StreamContentError,
+)
 from ._log import AtomicLog
 from ._writer import Writer
 
@@ -61,10 +67,11 @@ try:
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
-except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installation
-    raise ModuleNotFoundError(
-        "relaying a log through Redis needs redis-py: pip install 'atomic-log-shm[redis]'", name=exc.name
-    ) from exc
+except ImportError:  # pragma: no cover - depends on the installation
+    raise MissingDependencyError(
+        "relaying a log through Redis needs redis-py, which is not installed: "
+        "pip install 'atomic-log-shm[redis]'"
+    ) from None
 
 __all__ = [
     "FORMAT",

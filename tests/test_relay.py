@@ -334,6 +334,16 @@ def test_no_server_or_a_bad_url_is_one_line_and_exit_status_1(
             Relay(source, down).run()
         with pytest.raises(RedisUnavailableError):
             Mirror(down, source).run()
+    # Without redis-py: one line naming the extra to install.
+    no_redis = "import sys; sys.modules['redis'] = None; import atomic_log_shm._cli as c; sys.exit(c.main())"
+    result = subprocess.run(
+        [sys.executable, "-c", no_redis, "mirror", server.url, source],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "pip install 'atomic-log-shm[redis]'" in result.stderr
 
 
 def test_foreign_stream_content_is_a_typed_error_and_nothing_is_written(
