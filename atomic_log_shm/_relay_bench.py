@@ -142,7 +142,7 @@ class _Setup:
         self.commands: list[_Command] = []
 
     def name(self) -> str:
-        self.names.append(f"relaybench-{os.getpid()}-{secrets.token_hex(4)}")
+        self.names.append(f"alogbench-{os.getpid()}-{secrets.token_hex(4)}-relay")
         return self.names[-1]
 
     def relay(self, name: str) -> _Command:
