@@ -6,6 +6,8 @@
     atomic-log ls [--json]                         the logs on this host
     atomic-log rm [--stale] [PATTERN ...]          remove logs (crash leftovers included)
     atomic-log bench [ARGS ...]                    the quick benchmark (atomic_log_shm.bench)
+    atomic-log relay NAME REDIS_URL [--stream KEY] relay a log to a Redis stream (atomic_log_shm.relay)
+    atomic-log mirror REDIS_URL NAME [--as LOCAL]  mirror a relayed log into a log on this host
 
 Everything here goes through the public API (attach, cursor, ``info()``, ``list_logs()``,
 ``remove_log()``): the command line never stores to shared memory, so it can look at a live
@@ -347,6 +349,77 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return int(result or 0)
 
 
+# Relay and mirror through Redis (atomic_log_shm.relay; needs the redis extra) -------------
+
+
+def _run_until_signal(runner: Any, command: str) -> int:
+    """``runner.run()`` until SIGINT or SIGTERM (exit status 0), saying on stderr what it
+    does: reconnections, lost records, where it resumed."""
+    import logging
+    import signal
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG} {command}: %(message)s"))
+    logger = logging.getLogger("atomic_log_shm.relay")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    previous = {sig: signal.signal(sig, lambda *_: runner.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        runner.run()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        logger.removeHandler(handler)
+    return 0
+
+
+def _cmd_relay(args: argparse.Namespace) -> int:
+    from . import relay  # redis-py only when asked for (MissingDependencyError without it)
+
+    return _run_until_signal(relay.Relay(args.name, args.url, stream=args.stream), "relay")
+
+
+def _cmd_mirror(args: argparse.Namespace) -> int:
+    from . import relay
+
+    mirror = relay.Mirror(args.url, args.name, local=args.local, stream=args.stream)
+    return _run_until_signal(mirror, "mirror")
+
+
+def _add_relay_commands(commands: Any) -> None:
+    relay = commands.add_parser(
+        "relay",
+        help="relay a log to a Redis stream",
+        description="Follow the log NAME and append what it publishes to a Redis stream, a batch "
+        "per entry, trimmed to about the log's retained capacity; resume after the last position "
+        "the stream holds. Reconnects with backoff when Redis goes away, and says so on stderr. "
+        "Runs until SIGINT or SIGTERM (exit status 0). See docs/redis.md.",
+    )
+    relay.add_argument("name", metavar="NAME")
+    relay.add_argument(
+        "url", metavar="REDIS_URL", help="redis://[[user]:password@]host[:port][/db], rediss://"
+    )
+    relay.add_argument("--stream", metavar="KEY", help="the stream's key (default atomic-log:NAME)")
+    relay.set_defaults(run=_cmd_relay)
+
+    mirror = commands.add_parser(
+        "mirror",
+        help="mirror a relayed log into a log on this host",
+        description="Read the Redis stream a relay writes and write its records into a log on this "
+        "host, made with the source's dtype and capacities (or continued, if it exists and "
+        "matches). Positions are the source's; records the stream never had are counted missed by "
+        "readers. Runs until SIGINT or SIGTERM (exit status 0). See docs/redis.md.",
+    )
+    mirror.add_argument(
+        "url", metavar="REDIS_URL", help="redis://[[user]:password@]host[:port][/db], rediss://"
+    )
+    mirror.add_argument("name", metavar="NAME", help="the source log's name")
+    mirror.add_argument("--as", dest="local", metavar="LOCAL", help="the local log's name (default NAME)")
+    mirror.add_argument("--stream", metavar="KEY", help="the stream's key (default atomic-log:NAME)")
+    mirror.set_defaults(run=_cmd_mirror)
+
+
 # The parser -------------------------------------------------------------------------------
 
 
@@ -451,6 +524,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run atomic_log_shm.bench with ARGS (default: --quick).",
     )
     bench.set_defaults(run=_cmd_bench)
+    _add_relay_commands(commands)
     return parser
 
 

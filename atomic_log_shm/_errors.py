@@ -112,3 +112,20 @@ class ResourceLimitError(AtomicLogError, OSError):
 
 class UnsupportedPlatformError(AtomicLogError):
     """This CPU or OS does not give the memory ordering the lock-free protocol relies on."""
+
+
+class RedisUnavailableError(AtomicLogError, ConnectionError):
+    """Redis did not answer at the URL given (wrong host or port, server down, credentials
+    refused) when a relay or mirror started: it wrote nothing. Catchable as ConnectionError."""
+
+
+class StreamContentError(AtomicLogError, ValueError):
+    """A Redis stream holds what no relay of this log writes: foreign entries, or records of
+    another dtype or other capacities. Nothing was written; ``stream`` is its key."""
+
+    def __init__(self, stream: str, message: str) -> None:
+        super().__init__(message)
+        self.stream = stream
+
+    def __reduce__(self) -> tuple[type[StreamContentError], tuple[str, str]]:
+        return type(self), (self.stream, str(self))

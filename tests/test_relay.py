@@ -1,0 +1,557 @@
+"""Relaying a log through Redis Streams and mirroring it, against a real ``redis-server``.
+
+Each test module run starts its own server (Debian's ``redis-server``) on a free loopback
+port, persistence off, in a temporary directory, and stops it; the end-to-end test starts
+one of its own, as it restarts it. Records carry their own position (``seq``) and fields
+computed from it, so any process can tell whether what it sees at a position is the
+source's record there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+redis = pytest.importorskip("redis")
+
+from atomic_log_shm import AtomicLog, RedisUnavailableError, StreamContentError  # noqa: E402
+from atomic_log_shm.relay import Mirror, Relay, stream_key  # noqa: E402
+
+REDIS_SERVER = shutil.which("redis-server")
+pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="needs redis-server (apt-get install it)")
+
+CLI = [sys.executable, "-m", "atomic_log_shm"]
+TIMEOUT = 30.0  # the longest any one wait may take before the test fails
+DTYPE = np.dtype([("ts", "<f8"), ("seq", "<i8"), ("price", "<f8"), ("qty", "<i8")])
+
+
+def records(first: int, count: int) -> np.ndarray[Any, np.dtype[Any]]:
+    """The source's records at positions ``first`` .. ``first + count - 1``."""
+    out = np.empty(count, DTYPE)
+    positions = np.arange(first, first + count)
+    out["ts"] = positions * 0.5
+    out["seq"] = positions
+    out["price"] = positions % 1000 + 0.25
+    out["qty"] = positions * 7
+    return out
+
+
+def are_the_sources(values: np.ndarray[Any, np.dtype[Any]], first: int) -> bool:
+    return bool(np.array_equal(values, records(first, len(values))))
+
+
+def until(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
+    """Poll ``condition`` until it is true (returning it), failing the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.02)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+# ---------------------------------------------------------------------------------------
+# A redis-server of our own
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """``redis-server`` on a free loopback port, persistence off, files in ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> Any:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=TIMEOUT)
+
+    def start(self) -> None:
+        assert REDIS_SERVER is not None
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        with open(self.directory / "redis.log", "ab") as out:
+            self.proc = subprocess.Popen(
+                [REDIS_SERVER, *args, "--dir", str(self.directory)], stdout=out, stderr=subprocess.STDOUT
+            )
+
+        def answers() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                pytest.fail(f"redis-server exited: {(self.directory / 'redis.log').read_text()[-500:]}")
+            try:
+                return bool(self.client().ping())
+            except redis.ConnectionError:
+                return False
+
+        until(answers, "redis-server to answer")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    srv = RedisServer(tmp_path_factory.mktemp("redis"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def names(log_name: Callable[[], str], server: RedisServer) -> Iterator[Callable[[], str]]:
+    """Unique log names; their logs and their streams (and :meta keys) go after the test."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(log_name())
+        return made[-1]
+
+    yield make
+    client = server.client()
+    for name in made:
+        client.delete(stream_key(name), stream_key(name) + ":meta")
+
+
+# ---------------------------------------------------------------------------------------
+# Running relays and mirrors
+
+
+class InThread:
+    """A Relay or Mirror running in a thread of this process."""
+
+    def __init__(self, runner: Relay | Mirror) -> None:
+        self.runner = runner
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.runner.run()
+        except BaseException as exc:
+            self.error = exc
+
+    def stop(self) -> None:
+        self.runner.stop()
+        self.thread.join(TIMEOUT)
+        assert not self.thread.is_alive()
+        if self.error is not None:
+            raise self.error
+
+
+@contextlib.contextmanager
+def running(*runners: Relay | Mirror) -> Iterator[list[InThread]]:
+    threads = [InThread(r) for r in runners]
+    try:
+        yield threads
+    finally:
+        for t in threads:
+            t.stop()
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=TIMEOUT)
+
+
+class Command:
+    """An ``atomic-log relay`` or ``mirror`` process; its stderr goes to a file."""
+
+    def __init__(self, directory: Path, *args: str) -> None:
+        self.args = args
+        self.stderr_path = directory / f"{args[0]}-{time.monotonic_ns()}.err"
+        with open(self.stderr_path, "w") as err:
+            self.proc = subprocess.Popen([*CLI, *args], stdout=subprocess.DEVNULL, stderr=err)
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def said(self, *texts: str) -> bool:
+        said = self.stderr
+        return any(text in said for text in texts)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=TIMEOUT)
+
+    def terminate(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(timeout=TIMEOUT)
+
+
+# ---------------------------------------------------------------------------------------
+# From Python
+
+
+def test_a_mirror_shows_the_sources_records_at_the_sources_positions(
+    server: RedisServer, names: Callable[[], str]
+) -> None:
+    source, local = names(), names()
+    writer, log = AtomicLog.new_claimed(retained=1000, segment=100, dtype=DTYPE, name=source)
+    with log, writer:
+        writer.extend(records(0, 250))
+        relay, mirror = Relay(source, server.url), Mirror(server.url, source, local=local)
+        with running(relay, mirror):
+            until(lambda: mirror.position == 250, "the first 250 records on the mirror")
+            with AtomicLog.attach(local) as mirrored:
+                cursor = mirrored.cursor("oldest")
+                assert (mirrored.dtype, mirrored.retained_capacity, mirrored.segment_capacity) == (
+                    DTYPE,
+                    1000,
+                    100,
+                )
+                seen = []
+                for first in range(250, 1450, 300):  # the source rolls over; so does the mirror
+                    writer.extend(records(first, 300))
+                    until(lambda f=first: mirror.position == f + 300, "the batch on the mirror")
+                    batch = cursor.poll()
+                    assert batch.missed == 0
+                    seen += batch.arrays
+                assert are_the_sources(np.concatenate(seen), 0) and sum(map(len, seen)) == 1450
+                snap = mirrored.snapshot()
+                assert (snap.start, snap.end) == (log.snapshot().start, 1450)
+                assert are_the_sources(snap.to_numpy(), snap.start)
+        assert (relay.sent, relay.missed, mirror.written, mirror.missed) == (1450, 0, 1450, 0)
+
+
+def test_what_the_relay_never_got_is_missed_on_the_mirror_counted_exactly(
+    server: RedisServer, names: Callable[[], str]
+) -> None:
+    source, local = names(), names()
+    writer, log = AtomicLog.new_claimed(retained=100, segment=50, dtype=DTYPE, name=source)
+    with log, writer:
+        writer.extend(records(0, 170))  # segments of 50, 3 kept: the window is 50..169
+        mirror = Mirror(server.url, source, local=local)
+        with running(mirror):
+            relay = Relay(source, server.url)
+            with running(relay):  # starts late: from the oldest retained record
+                until(lambda: mirror.position == 170, "the window on the mirror")
+            assert relay.missed == 0
+            with AtomicLog.attach(local) as mirrored:
+                cursor = mirrored.cursor("oldest")
+                assert cursor.position == 50  # the mirror's log starts where its stream did
+                assert are_the_sources(np.concatenate(cursor.poll().arrays), 50)
+                writer.extend(records(170, 400))  # the window moves on with no relay running
+                relay = Relay(source, server.url)
+                with running(relay):
+                    until(lambda: mirror.position == 570, "the rest on the mirror")
+                # The relay resumed at 170 and found 170..449 reclaimed (the window is 450..569).
+                assert relay.missed == 280 and mirror.missed == 280
+                batch = cursor.poll()
+                assert (batch.start, batch.missed) == (450, 280)
+                assert are_the_sources(np.concatenate(batch.arrays), 450)
+
+
+def test_a_relay_killed_and_restarted_stores_each_record_once(
+    server: RedisServer, names: Callable[[], str], tmp_path: Path
+) -> None:
+    source = names()
+    writer, log = AtomicLog.new_claimed(retained=100_000, segment=1000, dtype=DTYPE, name=source)
+    client = server.client()
+
+    def stream_end() -> int:
+        last = client.xrevrange(stream_key(source), "+", "-", count=1)
+        return int(last[0][0].split(b"-")[0]) if last else 0
+
+    with log, writer:
+        for first in range(0, 30_000, 10_000):
+            relay = Command(tmp_path, "relay", source, server.url)
+            until(lambda r=relay: r.said("resuming at position"), "the relay to start")
+            kill_after = random.randrange(first, first + 10_000, 500) if first < 20_000 else None
+            for i in range(first, first + 10_000, 500):
+                writer.extend(records(i, 500))
+                time.sleep(0.002)  # many small entries, so the kill lands between some
+                if i == kill_after:
+                    relay.kill()  # the next relay resumes after what the stream holds
+        until(lambda: stream_end() == 30_000, "the stream to hold all 30,000")
+        relay.proc.send_signal(signal.SIGINT)  # Ctrl-C is how it is meant to end: status 0
+        assert relay.proc.wait(timeout=TIMEOUT) == 0
+    entries = client.xrange(stream_key(source))
+    position = 0
+    for entry_id, fields in entries:
+        end, count = map(int, entry_id.split(b"-"))
+        assert end - count == position, "each record once, in order, none left out"
+        assert are_the_sources(np.frombuffer(fields[b"d"], DTYPE), position)
+        position = end
+    assert position == 30_000
+
+
+# ---------------------------------------------------------------------------------------
+# Errors: one line and exit status 1 from the command line, a typed error from Python
+
+
+def test_no_server_or_a_bad_url_is_one_line_and_exit_status_1(
+    server: RedisServer, names: Callable[[], str]
+) -> None:
+    source = names()
+    writer, log = AtomicLog.new_claimed(retained=10, segment=5, dtype=DTYPE, name=source)
+    with log, writer:
+        down = f"redis://127.0.0.1:{free_port()}/0"
+        for args, says in [
+            (["relay", source, down], "cannot reach Redis at"),
+            (["mirror", down, source, "--as", names()], "cannot reach Redis at"),
+            (["relay", source, "http://127.0.0.1:1/"], "is not a Redis URL"),
+            (["mirror", "redis://127.0.0.1:notaport", source], "is not a Redis URL"),
+            (["relay", source, f"redis://ada:secret@127.0.0.1:{server.port}"], "redis://ada:***@127.0.0.1"),
+        ]:
+            result = cli(*args)
+            assert result.returncode == 1, (args, result.stderr)
+            assert result.stderr.count("\n") == 1 and says in result.stderr, (args, result.stderr)
+            assert "secret" not in result.stderr
+        with pytest.raises(RedisUnavailableError, match="cannot reach Redis"):
+            Relay(source, down).run()
+        with pytest.raises(RedisUnavailableError):
+            Mirror(down, source).run()
+    # Without redis-py: one line naming the extra to install.
+    no_redis = "import sys; sys.modules['redis'] = None; import atomic_log_shm._cli as c; sys.exit(c.main())"
+    result = subprocess.run(
+        [sys.executable, "-c", no_redis, "mirror", server.url, source],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "pip install 'atomic-log-shm[redis]'" in result.stderr
+
+
+def test_foreign_stream_content_is_a_typed_error_and_nothing_is_written(
+    server: RedisServer, names: Callable[[], str]
+) -> None:
+    source, local = names(), names()
+    key = stream_key(source)
+    client = server.client()
+    client.xadd(key, {"event": "login", "user": "ada"})  # someone else's stream
+    mirror = cli("mirror", server.url, source, "--as", local)
+    assert mirror.returncode == 1
+    assert mirror.stderr.count("\n") == 1 and repr(key) in mirror.stderr, mirror.stderr
+    assert not os.path.exists(f"/dev/shm/{local}")
+    writer, log = AtomicLog.new_claimed(retained=10, segment=5, dtype=DTYPE, name=source)
+    with log, writer:
+        writer.extend(records(0, 3))
+        with pytest.raises(StreamContentError, match="is not a batch of 32-byte records") as caught:
+            Relay(source, server.url).run()
+        assert caught.value.stream == key
+        assert client.xlen(key) == 1 and not client.exists(key + ":meta")
+        relay = cli("relay", source, server.url)
+        assert relay.returncode == 1 and relay.stderr.count("\n") == 1 and repr(key) in relay.stderr
+        client.delete(key)
+        client.set(key, "not a stream")
+        with pytest.raises(StreamContentError, match="WRONGTYPE"):
+            Relay(source, server.url).run()
+        client.delete(key)
+        # Entries of our shape after good ones: the mirror writes none of the reply's.
+        with running(Relay(source, server.url)):
+            until(lambda: client.xlen(key) == 1, "the relay's first entry")
+        client.xadd(key, {"d": b"x" * 32}, id="99-2")  # 2 records of 16 bytes
+        with pytest.raises(StreamContentError, match="99-2"):
+            Mirror(server.url, source, local=local).run()
+        assert not os.path.exists(f"/dev/shm/{local}")
+
+
+def test_a_dtype_mismatch_is_a_typed_error_naming_the_stream(
+    server: RedisServer, names: Callable[[], str]
+) -> None:
+    source, other, local = names(), names(), names()
+    writer, log = AtomicLog.new_claimed(retained=10, segment=5, dtype=DTYPE, name=source)
+    with log, writer:
+        writer.extend(records(0, 3))
+        with running(Relay(source, server.url)):
+            until(lambda: server.client().xlen(stream_key(source)) == 1, "the relay's entry")
+        # Another log relayed into that stream: refused before anything is written.
+        w2, log2 = AtomicLog.new_claimed(retained=10, segment=5, dtype=np.int64, name=other)
+        with log2, w2:
+            w2.extend(np.arange(5))
+            with pytest.raises(StreamContentError, match="carries records of") as caught:
+                Relay(other, server.url, stream=stream_key(source)).run()
+            assert caught.value.stream == stream_key(source)
+            assert server.client().xlen(stream_key(source)) == 1
+        # A mirror into an existing log of another dtype: refused, the log untouched.
+        w3, log3 = AtomicLog.new_claimed(retained=10, segment=5, dtype=np.int64, name=local)
+        with log3:
+            w3.close()
+            result = cli("mirror", server.url, source, "--as", local)
+            assert result.returncode == 1 and result.stderr.count("\n") == 1
+            assert repr(stream_key(source)) in result.stderr and repr(local) in result.stderr
+            assert log3.snapshot().end == 0
+
+
+# ---------------------------------------------------------------------------------------
+# End to end, with processes, kills and a Redis restart
+
+TOTAL = 500_000
+BATCH = 500
+
+SOURCE_WRITER = r"""
+import sys, time
+import numpy as np
+from atomic_log_shm import AtomicLog
+sys.path.insert(0, sys.argv[3])
+from test_relay import records, DTYPE
+
+writer, log = AtomicLog.new_claimed(retained=20_000, segment=2_000, dtype=DTYPE, name=sys.argv[1])
+total, batch = int(sys.argv[2]), 500
+print("ready", flush=True)
+sys.stdin.readline()
+began = time.monotonic()
+for first in range(0, total, batch):
+    writer.extend(records(first, batch))
+    while time.monotonic() < began + (first + batch) / 50_000:  # 50,000 records a second
+        time.sleep(0.001)
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+FOLLOWER = r"""
+import json, sys, time
+import numpy as np
+from atomic_log_shm import AtomicLog
+sys.path.insert(0, sys.argv[3])
+from test_relay import are_the_sources
+
+name, total = sys.argv[1], int(sys.argv[2])
+deadline = time.monotonic() + 60
+log = AtomicLog.attach(name, timeout=30)  # the mirror makes it at the first entry
+cursor = log.cursor("oldest")
+first = cursor.position
+seen = missed = wrong = 0
+position = first
+while cursor.position < total and time.monotonic() < deadline:
+    if not cursor.wait(timeout=0.5):
+        continue
+    batch = cursor.poll()
+    missed += batch.missed
+    assert batch.start == position + batch.missed, "positions only move on"
+    position = batch.start
+    for values in batch.arrays:
+        wrong += not are_the_sources(values, position)
+        seen += len(values)
+        position += len(values)
+print(json.dumps({"first": first, "seen": seen, "missed": missed, "wrong": wrong, "end": position}))
+"""
+
+
+def test_end_to_end_with_kills_and_a_redis_restart(log_name: Callable[[], str], tmp_path: Path) -> None:
+    """A writer of 500,000 records, a relay, a mirror and a follower on the mirror, each a
+    process; the relay and the mirror are killed (SIGKILL) at random points and restarted,
+    Redis restarts (losing the stream) in the middle. Every position the follower sees holds
+    the source's record there, and what it did not see it was told it missed."""
+    seed = random.randrange(1 << 32)
+    rng = random.Random(seed)
+    server = RedisServer(tmp_path)
+    server.start()
+    source, local = log_name(), log_name()
+    here = str(Path(__file__).parent)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", SOURCE_WRITER, source, str(TOTAL), here],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    follower = None
+    commands: list[Command] = []
+    try:
+        assert writer.stdout is not None and writer.stdin is not None
+        assert writer.stdout.readline().strip() == "ready"
+        relay = Command(tmp_path, "relay", source, server.url)
+        mirror = Command(tmp_path, "mirror", server.url, source, "--as", local)
+        commands += [relay, mirror]
+        follower = subprocess.Popen(
+            [sys.executable, "-c", FOLLOWER, local, str(TOTAL), here], stdout=subprocess.PIPE, text=True
+        )
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        # The writer takes 10 s; 7 disruptions in its first 8, each at a random point of its slot.
+        plan = ["relay", "mirror", "redis", "relay", "both", "mirror", "relay"]
+        for i, what in enumerate(plan):
+            time.sleep(rng.uniform(0.4, 1.1))
+            # Both started and connected (one that finds no server at the start exits 1).
+            until(lambda r=relay: r.said("resuming at position"), "the relay to connect")
+            until(lambda m=mirror: m.said("resuming at", "reading the stream"), "the mirror to connect")
+            if what in ("relay", "both"):
+                relay.kill()
+                relay = Command(tmp_path, "relay", source, server.url)
+                commands.append(relay)
+            if what in ("mirror", "both"):
+                mirror.kill()
+                mirror = Command(tmp_path, "mirror", server.url, source, "--as", local)
+                commands.append(mirror)
+            if what == "redis":
+                server.stop()
+                time.sleep(0.3)
+                server.start()
+            assert relay.proc.poll() is None and mirror.proc.poll() is None, (i, relay.stderr, mirror.stderr)
+        assert writer.stdout.readline().strip() == "done"
+        out, _ = follower.communicate(timeout=60)
+        result = json.loads(out)
+        assert result["wrong"] == 0, (seed, result)
+        assert result["end"] == TOTAL, (seed, result)
+        assert result["seen"] + result["missed"] == TOTAL - result["first"], (seed, result)
+        assert result["seen"] > TOTAL // 2, (seed, result)  # (it starts at the window it first finds)
+        with AtomicLog.attach(local) as mirrored:
+            snap = mirrored.snapshot()
+            assert snap.end == TOTAL and are_the_sources(snap.to_numpy(), snap.start)
+        assert relay.terminate() == 0 and mirror.terminate() == 0
+        said = "".join(c.stderr for c in commands)
+        assert "lost Redis at" in said and "reconnected to Redis" in said, said
+        assert "Traceback" not in said, said
+    finally:
+        for c in commands:
+            if c.proc.poll() is None:
+                c.kill()
+        for proc in (follower, writer):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# The benchmark, in its quick mode
+
+
+def test_the_relay_benchmark_runs_and_reports_every_scenario(tmp_path: Path) -> None:
+    """No timing is asserted (that is the benchmark's business); it runs, starting and
+    stopping its own redis-server, and reports X, T, L and W."""
+    out = tmp_path / "relay-bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "atomic_log_shm._relay_bench", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = json.loads(out.read_text())
+    assert sorted(results) == ["L", "T", "W", "X"]
+    assert results["T"]["burst_missed"] == 0 and results["L"]["missed"] == 0
