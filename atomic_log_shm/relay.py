@@ -90,7 +90,7 @@ _PIPELINE_BYTES = 8 << 20  # the most the relay sends before it waits for the re
 _READ_COUNT = 16  # entries a mirror takes per XREAD
 # A relay that finds _BUSY records or more at a look sends them, then lets 10 us a record
 # found (5 ms at most) pass since that look before it looks again: at high rates it makes
-# fewer, larger entries and leaves the CPU to the writer (W in _relay_bench: 0.8x the
+# fewer, larger entries and leaves the CPU to the writer (W in bench/relay.py: 0.8x the
 # writer's rate with 1 ms, 0.9x with 5 ms, on a busy 2-core machine); at low rates (a
 # record or a few at a look) each record goes at once.
 _BUSY = 16

@@ -546,7 +546,7 @@ def test_the_relay_benchmark_runs_and_reports_every_scenario(tmp_path: Path) -> 
     stopping its own redis-server, and reports X, T, L and W."""
     out = tmp_path / "relay-bench.json"
     result = subprocess.run(
-        [sys.executable, "-m", "atomic_log_shm._relay_bench", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "atomic_log_shm.bench.relay", "--quick", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=120,

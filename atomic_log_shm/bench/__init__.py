@@ -16,6 +16,8 @@ letter, are ``SCENARIOS`` in ``suite`` (and ``--help``). The modules, in import 
     inprocess   the scenarios in this process
     suite       repeats, interleaving, retries, medians
     report      the table, the details, JSON, charts
+    relay       on its own (it starts a redis-server): ``python -m atomic_log_shm.bench.relay``,
+                the Redis relay and mirror of ``atomic_log_shm.relay`` (X T L W)
 
 Baselines, measured in the same run: the floor (a numpy ring of the same records plus an int64
 counter in one shared-memory region, written and polled with no abstraction: T, B, L, W, R, S);

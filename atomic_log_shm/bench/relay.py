@@ -1,8 +1,8 @@
 """Benchmarks of the Redis relay (``atomic_log_shm.relay``): a log, a relay, Redis, a mirror.
 
-    python -m atomic_log_shm._relay_bench               # every scenario (about a minute)
-    python -m atomic_log_shm._relay_bench --quick       # a smoke run (seconds)
-    python -m atomic_log_shm._relay_bench --only TL --json out.json
+    python -m atomic_log_shm.bench.relay               # every scenario (about a minute)
+    python -m atomic_log_shm.bench.relay --quick       # a smoke run (seconds)
+    python -m atomic_log_shm.bench.relay --only TL --json out.json
 
 Records are the benchmark suite's 32 bytes, ``[('ts','<f8'),('seq','<i8'),('price','<f8'),
 ('qty','<i8')]``; ``ts`` is ``time.perf_counter()`` (CLOCK_MONOTONIC, one clock for every
@@ -371,7 +371,7 @@ def bench_w(setup: _Setup, seconds: float, rounds: int) -> dict[str, float]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m atomic_log_shm._relay_bench", description=__doc__.split("\n")[0]
+        prog="python -m atomic_log_shm.bench.relay", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--quick", action="store_true", help="short runs: a smoke test")
     parser.add_argument("--only", default="XTLW", help="scenarios to run, e.g. TL (default XTLW)")
