@@ -70,10 +70,14 @@ def _first_misfit(values: Any, convert: Callable[[Any], Any]) -> tuple[int, Any,
 
 
 def _release(segments: _segment.WriterSegments, waits: _wait.WaitRegion | None, claim: _claim.Claim) -> None:
-    segments.close()
-    if waits is not None:
-        waits.close()
-    claim.release()
+    """Let go of everything a writer holds, the claim whatever else fails or is interrupted.
+    Safe to call again: each step is idempotent."""
+    try:
+        segments.close()
+        if waits is not None:
+            waits.close()
+    finally:
+        claim.release()
 
 
 class Writer:
@@ -431,7 +435,7 @@ class Writer:
 
     def _check_open(self) -> None:
         if self._closed_because:
-            self._finalizer()  # a close that an interrupt cut short lets the claim go now
+            self._let_go()  # a close that an interrupt cut short lets the claim go now
             raise WriterClosedError(
                 f"this writer of {self._name!r} is closed ({self._closed_because}); "
                 "claim a new one with log.try_claim_writer()"
@@ -448,7 +452,8 @@ class Writer:
     def _disown(self) -> None:
         """Called in a forked child: drop the inherited descriptors and mappings, leaving the
         claim, the segments and the spare to the parent."""
-        if not self._finalizer.alive:  # closed before the fork: nothing of it is held
+        if not self._finalizer.alive:  # closed before the fork: nothing of it is held...
+            self._claim.forget()  # ...unless an interrupt cut that close short
             return
         self._claim.forget()
         self._segments.forget()
@@ -459,9 +464,15 @@ class Writer:
         self._close("it belongs to the parent of this forked process")
 
     def close(self) -> None:
-        """Give up the claim; the log and everything published stay. Idempotent."""
+        """Give up the claim; the log and everything published stay. Idempotent, and a
+        close that an exception (an interrupt) cut short is finished by the next call."""
         self._close("close() was called")
-        self._finalizer()
+        self._let_go()
+
+    def _let_go(self) -> None:
+        self._finalizer()  # garbage collection's path too; it runs once
+        if self._claim.fileno() >= 0:  # that run was cut short: finish it
+            _release(self._segments, self._waits, self._claim)
 
     @property
     def closed(self) -> bool:
