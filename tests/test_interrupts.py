@@ -346,12 +346,6 @@ def test_an_interrupt_at_any_line_of_wait_leaves_waiting_working_here_and_in_oth
     assert interrupted >= lines // 2, (interrupted, lines)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: Writer's release runs in a weakref.finalize, which is spent once called; "
-    "an interrupt inside it (before claim.release()) keeps the claim for the life of the process, "
-    "and close() or _check_open() calling the finalizer again does nothing",
-)
 def test_an_interrupt_inside_close_still_lets_the_claim_go_at_the_next_close(
     log_name: Callable[[], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
