@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from ._errors import InvalidArgumentError, NotPicklableError
 from ._reader import Reader
-from ._snapshot import Snapshot, _frame
+from ._snapshot import Snapshot, data_frame
 
 _CLAIM_LOOK = 0.5  # seconds between looks at the claim in wait_async(until_writer_gone=True)
 
@@ -50,7 +50,7 @@ class Poll:
         ``"value"``, for a log of plain values. Needs pandas:
         ``pip install 'atomic-log-shm[pandas]'``."""
         starts = itertools.accumulate((len(a) for a in self.arrays), initial=self.start)
-        return _frame(self.arrays, list(starts)[: len(self.arrays)], self._dtype)
+        return data_frame(self.arrays, list(starts)[: len(self.arrays)], self._dtype)
 
     def __len__(self) -> int:
         return sum(len(a) for a in self.arrays)

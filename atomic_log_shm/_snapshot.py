@@ -386,7 +386,7 @@ class Snapshot:
         ``"value"``, for a log of plain values. Needs pandas:
         ``pip install 'atomic-log-shm[pandas]'``."""
         chunks = self._view[_CHUNKS]
-        return _frame([c.values for c in chunks], [c.start for c in chunks], self._reader.dtype)
+        return data_frame([c.values for c in chunks], [c.start for c in chunks], self._reader.dtype)
 
     @property
     def log(self) -> Any:
@@ -443,7 +443,7 @@ def _itself(values: Any) -> Any:
     return values
 
 
-def _frame(arrays: Sequence[npt.NDArray[Any]], starts: Sequence[int], dtype: np.dtype[Any]) -> Any:
+def data_frame(arrays: Sequence[npt.NDArray[Any]], starts: Sequence[int], dtype: np.dtype[Any]) -> Any:
     """A pandas DataFrame of ``arrays`` (a copy), indexed by position: array ``j``'s first
     record is at ``starts[j]``; one column per field, or one named "value"."""
     try:
