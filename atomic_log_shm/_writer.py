@@ -106,6 +106,7 @@ class Writer:
         "_name",
         "_pack",
         "_packer",
+        "_rolling",
         "_same_dtype",
         "_segments",
         "_seq",
@@ -174,28 +175,45 @@ class Writer:
     def _resync(self) -> None:
         """After an exception escaped a rollover or a publication part-way (a KeyboardInterrupt
         between two stores): take the in-process state from the header again, as a new
-        claim does, dropping whatever was not published. If even that fails, close."""
+        claim does, dropping whatever was not published. An interrupt inside this leaves the
+        writer disarmed, and the next call does it again; if it fails otherwise, close."""
         if self._closed_because:
             return
+        self._disarm()
         try:
             head, count, start = self._published_head()
             self._segments.close()  # the spare and any half-made segment lose their names
             region = self._open_head(head)
             self._segments.reset(region)
-            self._enter_segment(head, region, count, start)
-        except BaseException as exc:
+        except Exception as exc:
             self._close(f"it was interrupted part-way through a rollover and could not recover: {exc!r}")
-            self._finalizer()
+            self._let_go()
             raise
+        self._enter_segment(head, region, count, start)
+
+    def _disarm(self) -> None:
+        """Send every append() and extend() to the slow path until ``_enter_segment`` arms
+        the writer again. Done before anything that changes more than a count, so a fast
+        path never runs on a head that an exception (an interrupt) left half-changed: the
+        slow path then takes the state from the header again (``_check_open``)."""
+        self._rolling = True
+        self._capacity = -1  # extend()'s fast test, and append()'s after a failed pack
+        self._same_dtype = None  # extend()'s identity test
+        self._data = np.empty(0, self._layout.dtype)  # append()'s numpy store
+        self._map = _NO_MAP  # append()'s pack and extend()'s copy
 
     def _enter_segment(self, seq: int, region: _segment.Region, count: int, start: int) -> None:
+        """Make segment ``seq`` the head, with ``count`` records from position ``start``, and
+        arm the fast paths: each handle last, after everything it is used with."""
         self._seq = seq
         self._start = start
-        self._data = region.array
-        self._map = region.map  # extend() copies bytes into the mapping itself
         self._count = count
-        self._capacity = self._layout.segment_capacity
         self._count_word = self._layout.count_word(seq)
+        self._map = region.map  # extend() copies bytes into the mapping itself
+        self._data = region.array
+        self._capacity = self._layout.segment_capacity
+        self._same_dtype = self._layout.dtype
+        self._rolling = False
 
     def append(self, value: Any) -> None:
         """Publish one record: a number for a plain dtype, a tuple (one value per field) or
@@ -359,7 +377,8 @@ class Writer:
             self._close("the log was unlinked")
             raise LogNotFoundError(f"log {self._name!r} was unlinked; its writer is closed")
         seq = self._seq + 1
-        region = self._segments.take(seq)  # may raise: nothing has changed yet
+        self._disarm()  # until _enter_segment below: an exception in between is recovered from
+        region = self._segments.take(seq)  # may raise: nothing published has changed yet
         words = self._words
         epoch_word = layout.epoch_word(seq)
         # Retire the slot of segment seq - n in ordered stores; a reader that loaded the
@@ -434,6 +453,9 @@ class Writer:
         )
 
     def _check_open(self) -> None:
+        """Raise WriterClosedError if closed; finish a rollover an exception cut short."""
+        if self._rolling and not self._closed_because:
+            self._resync()
         if self._closed_because:
             self._let_go()  # a close that an interrupt cut short lets the claim go now
             raise WriterClosedError(
