@@ -323,6 +323,9 @@ class Writer:
 
     def _append_rolling(self, value: Any) -> None:
         self._check_open()
+        if self._count < self._capacity:  # a disarmed writer was re-armed, and the head has room
+            self.append(value)
+            return
         try:
             record = self._convert((value,))  # check the value before the rollover changes the log
         except _VALUE_ERRORS as exc:
