@@ -1,15 +1,20 @@
 """Shared-memory regions: their names, creating, mapping and removing them.
 
 A log ``NAME`` owns the header region ``/NAME`` and segment regions
-``/NAME@<nonce>.<seq>``, a wait region ``/NAME@<nonce>.wait`` and a claim region
-``/NAME@<nonce>.claim``: ``nonce`` is 16 hex digits drawn when the log is created and
-``seq`` the segment number. ``@`` is not allowed in log names, so no log's regions can be
-mistaken for another's, and the nonce keeps a new log from ever meeting the leftover
-segments of an earlier, crashed log of the same name.
+``/NAME@<nonce>.<seq>.<token>``, a wait region ``/NAME@<nonce>.wait`` and a claim region
+``/NAME@<nonce>.claim``: ``nonce`` is 16 hex digits drawn when the log is created, ``seq``
+the segment number and ``token`` 16 hex digits the writer draws for each segment region it
+makes or renames (kept in the segment's slot). ``@`` is not allowed in log names, so no
+log's regions can be mistaken for another's, and the nonce keeps a new log from ever
+meeting the leftover segments of an earlier, crashed log of the same name. The token keeps
+anyone from planting a segment's name before the writer makes it: /dev/shm is writable by
+every local user, and a name that exists stops a create (``O_EXCL``) and a rename that
+never replaces (``rename_noreplace``), so the writer draws another token and tries again.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import mmap
@@ -33,9 +38,15 @@ from ._errors import (
 from ._header import MAGIC
 
 SHM_DIR = "/dev/shm"
-MAX_NAME = 200  # leaves room for "@<16 hex>.<20 digits>" within NAME_MAX (255)
+MAX_NAME = 200  # leaves room for "@<16 hex>.<19 digits>.<16 hex>" within NAME_MAX (255)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
-_REGION = re.compile(r"(?P<name>.+)@(?P<nonce>[0-9a-f]{16})\.(?P<part>[0-9]+|wait|claim)")
+# A segment's part is "<seq>.<token>"; a bare "<seq>" is a version-1 segment (or planted):
+# listed, so that cleanup removes it, but never opened.
+_REGION = re.compile(
+    r"(?P<name>.+)@(?P<nonce>[0-9a-f]{16})\."
+    r"(?P<part>(?P<seq>[0-9]+)(?:\.(?P<token>[0-9a-f]{16}))?|wait|claim)"
+)
+_TOKEN_MASK = (1 << 64) - 1  # a token is an int64 header word, named as its 64 bits unsigned
 
 
 def check_name(name: object) -> str:
@@ -53,8 +64,8 @@ def header_path(name: str) -> str:
     return "/" + name
 
 
-def segment_path(name: str, nonce: int, seq: int) -> str:
-    return f"/{name}@{nonce:016x}.{seq}"
+def segment_path(name: str, nonce: int, seq: int, token: int) -> str:
+    return f"/{name}@{nonce:016x}.{seq}.{token & _TOKEN_MASK:016x}"
 
 
 def wait_path(name: str, nonce: int) -> str:
@@ -277,12 +288,36 @@ def identity(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def rename(old: str, new: str) -> bool:
-    """Give region ``old`` the name ``new``; False if ``old`` does not exist (any more)."""
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)  # glibc >= 2.28
+if _renameat2 is not None:
+    _renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    _renameat2.restype = ctypes.c_int
+
+
+def rename_noreplace(old: str, new: str) -> bool:
+    """Give region ``old`` the name ``new`` unless ``new`` exists (False then: nothing
+    changed). Never replaces an existing name, whoever made it. Raises OSError if ``old``
+    cannot be renamed (FileNotFoundError once it is gone).
+
+    ``renameat2(RENAME_NOREPLACE)`` does it in one step; where libc or the file system
+    lacks it, ``link`` (which never replaces either) and then ``unlink`` of the old name.
+    """
+    src, dst = os.fsencode(SHM_DIR + old), os.fsencode(SHM_DIR + new)
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, src, _AT_FDCWD, dst, _RENAME_NOREPLACE) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            return False
+        if err not in (errno.ENOSYS, errno.EINVAL):  # EINVAL: no RENAME_NOREPLACE here
+            raise OSError(err, os.strerror(err), SHM_DIR + old)
     try:
-        os.rename(SHM_DIR + old, SHM_DIR + new)
-    except FileNotFoundError:
+        os.link(src, dst)
+    except FileExistsError:
         return False
+    os.unlink(src)
     return True
 
 
@@ -317,7 +352,8 @@ def unshared(fd: int) -> bool:
 
 def regions(name: str) -> Iterator[tuple[int, str, str]]:
     """(nonce, part, path) of every region but the header of logs called ``name``, any
-    nonce: ``part`` is a segment number, "wait" or "claim"."""
+    nonce: ``part`` is "<seq>.<token>" (a segment), "<seq>" (a version-1 segment, or a
+    name planted there), "wait" or "claim"."""
     try:
         entries = os.listdir(SHM_DIR)
     except FileNotFoundError:
@@ -328,11 +364,17 @@ def regions(name: str) -> Iterator[tuple[int, str, str]]:
             yield int(m["nonce"], 16), m["part"], "/" + entry
 
 
-def segments(name: str) -> Iterator[tuple[int, int, str]]:
-    """(nonce, seq, path) of every segment region of logs called ``name``, any nonce."""
+def segments(name: str) -> Iterator[tuple[int, int, int | None, str]]:
+    """(nonce, seq, token, path) of every segment region of logs called ``name``, any nonce;
+    ``token`` (as the int64 the slot holds) is None for a name without one."""
     for nonce, part, path in regions(name):
-        if part.isdigit():
-            yield nonce, int(part), path
+        seq, dot, token = part.partition(".")
+        if seq.isdigit():
+            yield nonce, int(seq), _as_int64(int(token, 16)) if dot else None, path
+
+
+def _as_int64(token: int) -> int:
+    return token - (1 << 64) if token >> 63 else token
 
 
 def log_names() -> list[str]:
@@ -372,8 +414,10 @@ def footprint(name: str, nonce: int | None) -> tuple[int, int]:
     count = size = 0
     for path in paths:
         try:
-            size += os.stat(SHM_DIR + path).st_size
+            st = os.lstat(SHM_DIR + path)
         except FileNotFoundError:
             continue  # reclaimed since the listing, or no header (an orphan)
-        count += 1
+        if stat.S_ISREG(st.st_mode):  # a directory or link planted under a log's names is not its
+            size += st.st_size
+            count += 1
     return count, size
