@@ -182,11 +182,16 @@ class Reader:
             token = words[layout.token_word(seq)]  # pairs with the writer's token store in a rollover
             if words[epoch_word] != seq:  # re-check: the token may be the next occupant's
                 return None
-            array = _segment.open_readonly(self.name, layout, seq, token)
+            try:
+                array = _segment.open_readonly(self.name, layout, seq, token)
+            except CorruptLogError:  # too short to be segment seq: unless seq is still
+                if words[epoch_word] != seq:  # published, the name was reclaimed and taken
+                    return None  # by someone else (/dev/shm is world-writable)
+                raise
             # Look at the slot again now that the lock and mapping exist: the writer retires
             # a slot before it tests a region's lock for reuse, so a region opened by its old
-            # name but locked after that test is never taken as `seq`
-            # (docs/design.md, "Reusing pages").
+            # name but locked after that test is never taken as `seq`, and once a name is
+            # gone anyone may create a file under it (docs/design.md, "Reusing pages").
             if array is None or words[epoch_word] != seq:
                 return None
             segments[seq] = array

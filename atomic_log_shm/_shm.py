@@ -163,28 +163,29 @@ def open_write_only(path: str) -> int:
 
 
 def open_read(path: str) -> mmap.mmap | None:
-    """Map an existing region read-only; None if it does not exist (any more) or is empty."""
-    shm = _open_readonly(path)
-    if shm is None:
+    """Map an existing region read-only; None if it does not exist (any more), is empty,
+    or is not a region (a directory, fifo or link planted under the name)."""
+    fd = _open_readonly(path)
+    if fd is None:
         return None
     try:
-        return _map_readonly(shm, path)
+        return _map_readonly(fd, path)
     finally:
-        shm.close_fd()
+        os.close(fd)
 
 
 def open_read_identified(path: str) -> tuple[mmap.mmap, tuple[int, int]] | None:
     """``open_read``, with the (device, inode) of the region mapped: what the name meant
     when it was opened, whatever its bytes or the name say later."""
-    shm = _open_readonly(path)
-    if shm is None:
+    fd = _open_readonly(path)
+    if fd is None:
         return None
     try:
-        st = os.fstat(shm.fd)
-        region = _map_readonly(shm, path)
+        st = os.fstat(fd)
+        region = _map_readonly(fd, path)
         return None if region is None else (region, (st.st_dev, st.st_ino))
     finally:
-        shm.close_fd()
+        os.close(fd)
 
 
 def open_read_shared(path: str) -> mmap.mmap | None:
@@ -198,31 +199,43 @@ def open_read_shared(path: str) -> mmap.mmap | None:
     the descriptor is closed, and it goes away with the last mapping, or the process.
     Read access is all it needs.
     """
-    shm = _open_readonly(path)
-    if shm is None:
+    fd = _open_readonly(path)
+    if fd is None:
         return None
     try:
-        if not _ofd_lock(shm.fd, fcntl.F_RDLCK):
+        if not _ofd_lock(fd, fcntl.F_RDLCK):
             return None
-        return _map_readonly(shm, path)
+        return _map_readonly(fd, path)
     finally:
-        shm.close_fd()
+        os.close(fd)
 
 
-def _open_readonly(path: str) -> posix_ipc.SharedMemory | None:
+def _open_readonly(path: str) -> int | None:
+    """A read-only descriptor of region ``path`` (owned by the caller), as shm_open gives
+    one; None if there is no region by that name. A name can be taken by anyone once it is
+    gone (/dev/shm is world-writable), so what is found there may be a directory, a link or
+    a fifo: never followed, never waited on (O_NONBLOCK: a fifo would block the open), and
+    taken as no region."""
     try:
-        return posix_ipc.SharedMemory(path, 0, read_only=True)
-    except posix_ipc.ExistentialError:
+        fd = os.open(SHM_DIR + path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    except (OSError, posix_ipc.Error) as exc:
-        raise _typed(exc, path) from None
-
-
-def _map_readonly(shm: posix_ipc.SharedMemory, path: str) -> mmap.mmap | None:
-    try:
-        if shm.size == 0:  # only while its creator is between shm_open and fallocate
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symbolic link
             return None
-        return mmap.mmap(shm.fd, shm.size, access=mmap.ACCESS_READ)
+        raise _typed(exc, path) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _map_readonly(fd: int, path: str) -> mmap.mmap | None:
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:  # only while its creator is between shm_open and fallocate
+            return None
+        return mmap.mmap(fd, size, access=mmap.ACCESS_READ)
     except OSError as exc:
         raise _typed(exc, path) from None
 

@@ -27,7 +27,7 @@ import pytest
 from support import other_user, segments_of, values
 
 import atomic_log_shm
-from atomic_log_shm import AtomicLog, _segment
+from atomic_log_shm import AtomicLog, _segment, _shm
 from atomic_log_shm._header import FIXED, SLOT
 
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux x86-64
@@ -500,3 +500,46 @@ def test_a_name_taken_when_the_writer_draws_it_is_never_used_another_token_is_dr
             for path, is_dir in planted.items():
                 with suppress(FileNotFoundError):
                     os.rmdir(path) if is_dir else os.unlink(path)
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "symlink", "short file", "file of wrong records"])
+def test_a_reader_lapped_between_loading_a_segments_name_and_opening_it_never_shows_what_was_planted_there(
+    log_name: Callable[[], str], monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A reader loads a segment's token from its slot, then the writer laps it (the segment
+    leaves the window, its name goes) and someone creates ``kind`` under the name before the
+    reader opens it: the reader neither raises, blocks, nor shows it; it finds the segment
+    reclaimed, as it is."""
+    name = log_name()
+    segment = 4
+    writer, log = AtomicLog.new_claimed(retained=segment, segment=segment, dtype=np.int64, name=name)
+    planted: list[str] = []
+    real_open = _segment.open_readonly
+
+    def lapped_once(name_: str, layout: Any, seq: int, token: int) -> Any:
+        if not planted:
+            path = "/dev/shm" + _shm.segment_path(name_, layout.nonce, seq, token)
+            writer.extend(np.arange(writer.end, writer.end + 3 * segment))  # seq leaves the window
+            assert not os.path.lexists(path)
+            if kind == "directory":
+                os.mkdir(path)
+            elif kind == "fifo":
+                os.mkfifo(path)
+            elif kind == "symlink":
+                os.symlink("/etc/passwd", path)
+            else:
+                size = 8 if kind == "short file" else layout.segment_bytes
+                with open(path, "xb") as f:
+                    f.write(np.full(size // 8, -1, np.int64).tobytes())
+            planted.append(path)
+        return real_open(name_, layout, seq, token)
+
+    with log, writer:
+        try:
+            writer.extend(np.arange(3 * segment))
+            monkeypatch.setattr(_segment, "open_readonly", lapped_once)
+            snap = check_snapshot(AtomicLog.attach(name))
+            assert planted and len(snap) == 2 * segment and snap.start + len(snap) == writer.end
+        finally:
+            for path in planted:
+                os.rmdir(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
