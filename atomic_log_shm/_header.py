@@ -20,17 +20,21 @@ ever change, and only the writer changes them. Readers map it read-only.
     80            8     created_ns         creator             info() only
     88            8     released_ns        claim, at release   info() only (0: never)
     96            32    reserved (zero)    -                   -
-    128           24*n  slots[n]           writer              every read (_reader)
+    128           32*n  slots[n]           writer              every read (_reader)
         +0        8       epoch            writer, rollover    validated before and after
         +8        8       start            writer, rollover    the position of record 0
         +16       8       count            writer, append      the published prefix
-    128+24*n      d     dtype description  creator             attach
+        +24       8       token            writer, rollover    a reader mapping the segment
+    128+32*n      d     dtype description  creator             attach
                         (UTF-8 repr of numpy's descr, padded to 8 bytes)
 
 Slot ``s % n`` describes segment ``s`` while its epoch equals ``s``; ``n`` is
 ``ceil(retained_capacity / segment_capacity) + 1``. Record ``i`` of segment ``s`` is at
 position ``start + i``; a segment's start is at least its predecessor's start plus count
-(more after ``Writer.skip_to``: positions never written). Integers are little-endian int64
+(more after ``Writer.skip_to``: positions never written). A segment's region is named
+with its ``token`` (``_shm.segment_path``), 64 random bits drawn by the writer when it
+made or renamed the region, so nobody can guess, and plant, a segment's name before it
+exists (docs/design.md, "Regions"). Integers are little-endian int64
 and 8-byte aligned, so each is stored and loaded by one machine instruction
 (docs/design.md). Version 1 (16-byte slots, start implied by ``s * segment_capacity``)
 is refused with VersionMismatchError.
@@ -69,8 +73,8 @@ FIXED = np.dtype(
         ("reserved", "<i8", (4,)),
     ]
 )
-SLOT = np.dtype([("epoch", "<i8"), ("start", "<i8"), ("count", "<i8")])
-assert FIXED.itemsize == 128 and SLOT.itemsize == 24
+SLOT = np.dtype([("epoch", "<i8"), ("start", "<i8"), ("count", "<i8"), ("token", "<i8")])
+assert FIXED.itemsize == 128 and SLOT.itemsize == 32
 
 
 def _offset(dt: np.dtype[Any], field: str) -> int:
@@ -92,6 +96,7 @@ _WORDS_PER_SLOT = SLOT.itemsize // WORD
 _EPOCH = _offset(SLOT, "epoch") // WORD
 _START = _offset(SLOT, "start") // WORD
 _COUNT = _offset(SLOT, "count") // WORD
+_TOKEN = _offset(SLOT, "token") // WORD
 
 NO_SEGMENT = -1  # epoch of a slot that describes no segment (never made, or being retired)
 
@@ -132,6 +137,11 @@ class Layout:
     def count_word(self, seq: int) -> int:
         """The header word of the published count of segment ``seq``'s slot."""
         return _SLOTS_WORD + _WORDS_PER_SLOT * (seq % self.slot_count) + _COUNT
+
+    def token_word(self, seq: int) -> int:
+        """The header word of the token (the random part of its region's name) of segment
+        ``seq``'s slot."""
+        return _SLOTS_WORD + _WORDS_PER_SLOT * (seq % self.slot_count) + _TOKEN
 
 
 def slot_count(retained_capacity: int, segment_capacity: int) -> int:
@@ -190,7 +200,7 @@ def new_layout(nonce: int, retained_capacity: int, segment_capacity: int, dtype:
     )
 
 
-def write_header(region: mmap.mmap, layout: Layout, created_ns: int, start: int) -> None:
+def write_header(region: mmap.mmap, layout: Layout, created_ns: int, start: int, token: int) -> None:
     """Fill a zeroed header region; the magic goes last so a half-written one never attaches."""
     descr = _describe(layout.dtype)
     fixed = np.zeros(1, FIXED)
@@ -206,7 +216,7 @@ def write_header(region: mmap.mmap, layout: Layout, created_ns: int, start: int)
     fixed["created_ns"] = created_ns
     slots = np.zeros(layout.slot_count, SLOT)
     slots["epoch"] = NO_SEGMENT
-    slots[0] = (0, start, 0)  # segment 0 exists from the start, empty, its record 0 at `start`
+    slots[0] = (0, start, 0, token)  # segment 0 exists from the start, empty, its record 0 at `start`
     body = fixed.tobytes() + slots.tobytes() + descr
     region[len(MAGIC) : len(body)] = body[len(MAGIC) :]
     region[0 : len(MAGIC)] = MAGIC  # last: attach() refuses the region until everything above is there

@@ -152,13 +152,17 @@ class AtomicLog:
         path = _shm.header_path(name)
         fd, region = _shm.create(path, layout.header_size, mode)
         os.close(fd)
+        token = None
         try:
-            _segment.create(name, layout, 0, mode).close()
+            first = _segment.create(name, layout, 0, mode)
+            token = first.token
+            first.close()
             _wait.create(name, layout.nonce, mode)
             _claim.create(name, layout.nonce, mode)  # before the header names its nonce
-            _header.write_header(region, layout, time.time_ns(), start)
+            _header.write_header(region, layout, time.time_ns(), start, token)
         except BaseException:
-            _segment.unlink(name, layout, 0)
+            if token is not None:
+                _segment.unlink(name, layout, 0, token)
             _shm.unlink_quietly(_shm.wait_path(name, layout.nonce))
             _shm.unlink_quietly(_shm.claim_path(name, layout.nonce))
             _shm.unlink_quietly(path)

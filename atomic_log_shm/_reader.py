@@ -16,9 +16,12 @@ Reader protocol. A reader writes nothing to the header or to a segment. To read 
    each append; the start with its start store, made before the epoch names ``s``);
 4. loads the epoch again; unless it still equals ``s`` the writer retired the slot in
    between, and what step 3 loaded may belong to the next occupant: ``s`` is not shown;
-5. maps the segment's region read-only (if its name is gone, ``s`` was reclaimed), checks
-   on a new mapping that the epoch still equals ``s`` (``segment()``), and shows records
-   ``[0, count)`` at positions ``start + i``.
+5. to map the segment's region (``segment()``, once per segment per process): loads the
+   epoch, the slot's token (which names the region; it pairs with the writer's token
+   store, made before the epoch names ``s``) and the epoch again, as in steps 2 to 4;
+   maps the region by that name read-only (if it is gone, ``s`` was reclaimed); checks on
+   the new mapping that the epoch still equals ``s``; and shows records ``[0, count)`` at
+   positions ``start + i``.
 
 Why a torn or unpublished record can never be observed: the writer stores a record before
 it stores the count that covers it; on x86-64 stores become visible in program order and
@@ -171,13 +174,25 @@ class Reader:
         segments = self._segments
         array = segments.get(seq)
         if array is None:
+            words = self.words
             layout = self.layout
-            array = _segment.open_readonly(self.name, layout, seq)
+            epoch_word = layout.epoch_word(seq)
+            if words[epoch_word] != seq:
+                return None
+            token = words[layout.token_word(seq)]  # pairs with the writer's token store in a rollover
+            if words[epoch_word] != seq:  # re-check: the token may be the next occupant's
+                return None
+            try:
+                array = _segment.open_readonly(self.name, layout, seq, token)
+            except CorruptLogError:  # too short to be segment seq: unless seq is still
+                if words[epoch_word] != seq:  # published, the name was reclaimed and taken
+                    return None  # by someone else (/dev/shm is world-writable)
+                raise
             # Look at the slot again now that the lock and mapping exist: the writer retires
             # a slot before it tests a region's lock for reuse, so a region opened by its old
-            # name but locked after that test is never taken as `seq`
-            # (docs/design.md, "Reusing pages").
-            if array is None or self.words[layout.epoch_word(seq)] != seq:
+            # name but locked after that test is never taken as `seq`, and once a name is
+            # gone anyone may create a file under it (docs/design.md, "Reusing pages").
+            if array is None or words[epoch_word] != seq:
                 return None
             segments[seq] = array
             if len(segments) > layout.slot_count:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import secrets
 from collections import deque
 from typing import Any
 
@@ -17,28 +18,49 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _shm
-from ._errors import CorruptLogError
+from ._errors import CorruptLogError, LogExistsError
 from ._header import Layout
 
 Records = npt.NDArray[Any]
 
+# Names tried before giving up on making or renaming a region. A name is taken only if
+# someone guessed 64 random bits, so a second try already means a same-user process that
+# watches the listing; the limit keeps a broken file system from looping for ever.
+_NAME_TRIES = 8
+
+
+def new_token() -> int:
+    """64 random bits for a segment region's name, as the int64 its slot holds."""
+    return secrets.randbits(64) - (1 << 63)
+
 
 def create(name: str, layout: Layout, seq: int, mode: int) -> Region:
-    """Make segment ``seq`` (reserved, zeroed, its pages mapped) for the writer.
-    Raises before any change to the log if the region cannot be made (OutOfSpaceError)."""
-    path = _shm.segment_path(name, layout.nonce, seq)
-    fd, region = _shm.create(path, layout.segment_bytes, mode, mmap.MAP_SHARED | mmap.MAP_POPULATE)
-    return Region(seq, fd, region, layout)
+    """Make segment ``seq`` (reserved, zeroed, its pages mapped) for the writer, under a
+    name nobody holds: a name that exists (planted by another process) is never taken
+    over; another token is drawn. Raises before any change to the log if the region cannot
+    be made (OutOfSpaceError)."""
+    for _ in range(_NAME_TRIES):
+        token = new_token()
+        path = _shm.segment_path(name, layout.nonce, seq, token)
+        try:
+            fd, region = _shm.create(path, layout.segment_bytes, mode, mmap.MAP_SHARED | mmap.MAP_POPULATE)
+        except LogExistsError:
+            continue
+        return Region(seq, token, fd, region, layout)
+    raise LogExistsError(
+        f"cannot make segment {seq} of log {name!r}: {_NAME_TRIES} random names in a row exist already"
+    )
 
 
 class Region:
-    """A segment as the writer holds it: its number, a descriptor, its mapping and a
-    writable array of records viewing the mapping."""
+    """A segment as the writer holds it: its number, the token in its name, a descriptor,
+    its mapping and a writable array of records viewing the mapping."""
 
-    __slots__ = ("array", "fd", "map", "seq")
+    __slots__ = ("array", "fd", "map", "seq", "token")
 
-    def __init__(self, seq: int, fd: int, region: mmap.mmap, layout: Layout) -> None:
+    def __init__(self, seq: int, token: int, fd: int, region: mmap.mmap, layout: Layout) -> None:
         self.seq = seq
+        self.token = token
         self.fd = fd
         self.map = region
         self.array = np.frombuffer(region, layout.dtype, count=layout.segment_capacity)
@@ -66,7 +88,8 @@ class WriterSegments:
     region instead. Only the newest ``_KEEP`` segments are held, so a window of more
     segments than that is made of fresh regions. The renamed region is unpublished and
     numbered above the head, so no reader opens it; close() unlinks it, and a writer that
-    claims after a crash removes it.
+    claims after a crash removes it. Its new name carries a fresh token, and the rename
+    never replaces a name that exists (one planted in /dev/shm): see ``_shm``.
     """
 
     __slots__ = ("_layout", "_live", "_mode", "_name", "_spare")
@@ -94,25 +117,35 @@ class WriterSegments:
             live.popleft().close()
         return region
 
-    def retire(self, seq: int, spare_seq: int) -> None:
-        """Segment ``seq`` left the window: take its name away, keeping it as the spare for
-        segment ``spare_seq`` if this writer made it, else unlinking it."""
+    def retire(self, seq: int, token: int, spare_seq: int) -> None:
+        """Segment ``seq`` (named with ``token``) left the window: take its name away,
+        keeping it as the spare for segment ``spare_seq`` if this writer made it, else
+        unlinking it. Never raises for a name it cannot take: a region it cannot rename is
+        unlinked (no spare this time)."""
         live = self._live
         while live and live[0].seq < seq:  # never expected: only one segment leaves at a time
             self._unlink(live.popleft())
         if live and live[0].seq == seq and self._spare is None:
             region = live.popleft()
-            old = _shm.segment_path(self._name, self._layout.nonce, seq)
-            if _shm.rename(old, _shm.segment_path(self._name, self._layout.nonce, spare_seq)):
-                region.seq = spare_seq
-                self._spare = region
-                return
-            region.close()
+            nonce = self._layout.nonce
+            old = _shm.segment_path(self._name, nonce, seq, region.token)
+            for _ in range(_NAME_TRIES):
+                fresh = new_token()
+                new = _shm.segment_path(self._name, nonce, spare_seq, fresh)
+                try:
+                    renamed = _shm.rename_noreplace(old, new)
+                except OSError:  # gone, or the file system refuses: no spare this time
+                    break
+                if renamed:
+                    region.seq, region.token = spare_seq, fresh
+                    self._spare = region
+                    return
+            self._unlink(region)
         elif seq >= 0:
-            unlink(self._name, self._layout, seq)
+            unlink(self._name, self._layout, seq, token)
 
     def _unlink(self, region: Region) -> None:
-        unlink(self._name, self._layout, region.seq)
+        unlink(self._name, self._layout, region.seq, region.token)
         region.close()
 
     def reset(self, head: Region) -> None:
@@ -137,19 +170,20 @@ class WriterSegments:
             self._live.popleft().close()
 
 
-def open_writable(name: str, layout: Layout, seq: int) -> Region:
-    """Map the existing segment ``seq`` read-write (a new writer's head)."""
-    path = _shm.segment_path(name, layout.nonce, seq)
+def open_writable(name: str, layout: Layout, seq: int, token: int) -> Region:
+    """Map the existing segment ``seq``, named with ``token``, read-write (a new writer's head)."""
+    path = _shm.segment_path(name, layout.nonce, seq, token)
     fd, region = _shm.open_write(path)
     if len(region) < layout.segment_bytes:
         os.close(fd)
         raise CorruptLogError(f"segment {path!r} is {len(region)} bytes, short of {layout.segment_bytes}")
-    return Region(seq, fd, region, layout)
+    return Region(seq, token, fd, region, layout)
 
 
-def open_readonly(name: str, layout: Layout, seq: int) -> Records | None:
-    """Map segment ``seq`` without write permission; None once it has been reclaimed."""
-    path = _shm.segment_path(name, layout.nonce, seq)
+def open_readonly(name: str, layout: Layout, seq: int, token: int) -> Records | None:
+    """Map segment ``seq``, named with ``token``, without write permission; None once it
+    has been reclaimed."""
+    path = _shm.segment_path(name, layout.nonce, seq, token)
     region = _shm.open_read_shared(path)  # the lock lives as long as the map: see _shm.unshared
     if region is None:
         return None
@@ -158,15 +192,17 @@ def open_readonly(name: str, layout: Layout, seq: int) -> Records | None:
     return np.frombuffer(region, layout.dtype, count=layout.segment_capacity)
 
 
-def unlink(name: str, layout: Layout, seq: int) -> None:
-    _shm.unlink_quietly(_shm.segment_path(name, layout.nonce, seq))
+def unlink(name: str, layout: Layout, seq: int, token: int) -> None:
+    _shm.unlink_quietly(_shm.segment_path(name, layout.nonce, seq, token))
 
 
-def unlink_outside(name: str, layout: Layout, first: int, last: int) -> int:
-    """Unlink this log's segments numbered outside ``first..last``: what a crashed writer
-    left half-made (beyond the head) or did not get to reclaim. Returns how many."""
+def unlink_strays(name: str, layout: Layout, live: dict[int, int]) -> int:
+    """Unlink every segment region of this log but the live ones (``live`` maps their
+    numbers to their tokens): what a crashed writer left half-made (beyond the head) or did
+    not get to reclaim, and any name planted among them that this process may remove.
+    Returns how many."""
     removed = 0
-    for nonce, seq, path in _shm.segments(name):
-        if nonce == layout.nonce and not first <= seq <= last:
+    for nonce, seq, token, path in _shm.segments(name):
+        if nonce == layout.nonce and (token is None or live.get(seq) != token):
             removed += _shm.unlink_quietly(path)
     return removed

@@ -1,15 +1,20 @@
 """Shared-memory regions: their names, creating, mapping and removing them.
 
 A log ``NAME`` owns the header region ``/NAME`` and segment regions
-``/NAME@<nonce>.<seq>``, a wait region ``/NAME@<nonce>.wait`` and a claim region
-``/NAME@<nonce>.claim``: ``nonce`` is 16 hex digits drawn when the log is created and
-``seq`` the segment number. ``@`` is not allowed in log names, so no log's regions can be
-mistaken for another's, and the nonce keeps a new log from ever meeting the leftover
-segments of an earlier, crashed log of the same name.
+``/NAME@<nonce>.<seq>.<token>``, a wait region ``/NAME@<nonce>.wait`` and a claim region
+``/NAME@<nonce>.claim``: ``nonce`` is 16 hex digits drawn when the log is created, ``seq``
+the segment number and ``token`` 16 hex digits the writer draws for each segment region it
+makes or renames (kept in the segment's slot). ``@`` is not allowed in log names, so no
+log's regions can be mistaken for another's, and the nonce keeps a new log from ever
+meeting the leftover segments of an earlier, crashed log of the same name. The token keeps
+anyone from planting a segment's name before the writer makes it: /dev/shm is writable by
+every local user, and a name that exists stops a create (``O_EXCL``) and a rename that
+never replaces (``rename_noreplace``), so the writer draws another token and tries again.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import mmap
@@ -33,9 +38,15 @@ from ._errors import (
 from ._header import MAGIC
 
 SHM_DIR = "/dev/shm"
-MAX_NAME = 200  # leaves room for "@<16 hex>.<20 digits>" within NAME_MAX (255)
+MAX_NAME = 200  # leaves room for "@<16 hex>.<19 digits>.<16 hex>" within NAME_MAX (255)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
-_REGION = re.compile(r"(?P<name>.+)@(?P<nonce>[0-9a-f]{16})\.(?P<part>[0-9]+|wait|claim)")
+# A segment's part is "<seq>.<token>"; a bare "<seq>" is a version-1 segment (or planted):
+# listed, so that cleanup removes it, but never opened.
+_REGION = re.compile(
+    r"(?P<name>.+)@(?P<nonce>[0-9a-f]{16})\."
+    r"(?P<part>(?P<seq>[0-9]+)(?:\.(?P<token>[0-9a-f]{16}))?|wait|claim)"
+)
+_TOKEN_MASK = (1 << 64) - 1  # a token is an int64 header word, named as its 64 bits unsigned
 
 
 def check_name(name: object) -> str:
@@ -53,8 +64,8 @@ def header_path(name: str) -> str:
     return "/" + name
 
 
-def segment_path(name: str, nonce: int, seq: int) -> str:
-    return f"/{name}@{nonce:016x}.{seq}"
+def segment_path(name: str, nonce: int, seq: int, token: int) -> str:
+    return f"/{name}@{nonce:016x}.{seq}.{token & _TOKEN_MASK:016x}"
 
 
 def wait_path(name: str, nonce: int) -> str:
@@ -152,28 +163,29 @@ def open_write_only(path: str) -> int:
 
 
 def open_read(path: str) -> mmap.mmap | None:
-    """Map an existing region read-only; None if it does not exist (any more) or is empty."""
-    shm = _open_readonly(path)
-    if shm is None:
+    """Map an existing region read-only; None if it does not exist (any more), is empty,
+    or is not a region (a directory, fifo or link planted under the name)."""
+    fd = _open_readonly(path)
+    if fd is None:
         return None
     try:
-        return _map_readonly(shm, path)
+        return _map_readonly(fd, path)
     finally:
-        shm.close_fd()
+        os.close(fd)
 
 
 def open_read_identified(path: str) -> tuple[mmap.mmap, tuple[int, int]] | None:
     """``open_read``, with the (device, inode) of the region mapped: what the name meant
     when it was opened, whatever its bytes or the name say later."""
-    shm = _open_readonly(path)
-    if shm is None:
+    fd = _open_readonly(path)
+    if fd is None:
         return None
     try:
-        st = os.fstat(shm.fd)
-        region = _map_readonly(shm, path)
+        st = os.fstat(fd)
+        region = _map_readonly(fd, path)
         return None if region is None else (region, (st.st_dev, st.st_ino))
     finally:
-        shm.close_fd()
+        os.close(fd)
 
 
 def open_read_shared(path: str) -> mmap.mmap | None:
@@ -187,31 +199,43 @@ def open_read_shared(path: str) -> mmap.mmap | None:
     the descriptor is closed, and it goes away with the last mapping, or the process.
     Read access is all it needs.
     """
-    shm = _open_readonly(path)
-    if shm is None:
+    fd = _open_readonly(path)
+    if fd is None:
         return None
     try:
-        if not _ofd_lock(shm.fd, fcntl.F_RDLCK):
+        if not _ofd_lock(fd, fcntl.F_RDLCK):
             return None
-        return _map_readonly(shm, path)
+        return _map_readonly(fd, path)
     finally:
-        shm.close_fd()
+        os.close(fd)
 
 
-def _open_readonly(path: str) -> posix_ipc.SharedMemory | None:
+def _open_readonly(path: str) -> int | None:
+    """A read-only descriptor of region ``path`` (owned by the caller), as shm_open gives
+    one; None if there is no region by that name. A name can be taken by anyone once it is
+    gone (/dev/shm is world-writable), so what is found there may be a directory, a link or
+    a fifo: never followed, never waited on (O_NONBLOCK: a fifo would block the open), and
+    taken as no region."""
     try:
-        return posix_ipc.SharedMemory(path, 0, read_only=True)
-    except posix_ipc.ExistentialError:
+        fd = os.open(SHM_DIR + path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    except (OSError, posix_ipc.Error) as exc:
-        raise _typed(exc, path) from None
-
-
-def _map_readonly(shm: posix_ipc.SharedMemory, path: str) -> mmap.mmap | None:
-    try:
-        if shm.size == 0:  # only while its creator is between shm_open and fallocate
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symbolic link
             return None
-        return mmap.mmap(shm.fd, shm.size, access=mmap.ACCESS_READ)
+        raise _typed(exc, path) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _map_readonly(fd: int, path: str) -> mmap.mmap | None:
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:  # only while its creator is between shm_open and fallocate
+            return None
+        return mmap.mmap(fd, size, access=mmap.ACCESS_READ)
     except OSError as exc:
         raise _typed(exc, path) from None
 
@@ -277,12 +301,36 @@ def identity(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def rename(old: str, new: str) -> bool:
-    """Give region ``old`` the name ``new``; False if ``old`` does not exist (any more)."""
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)  # glibc >= 2.28
+if _renameat2 is not None:
+    _renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    _renameat2.restype = ctypes.c_int
+
+
+def rename_noreplace(old: str, new: str) -> bool:
+    """Give region ``old`` the name ``new`` unless ``new`` exists (False then: nothing
+    changed). Never replaces an existing name, whoever made it. Raises OSError if ``old``
+    cannot be renamed (FileNotFoundError once it is gone).
+
+    ``renameat2(RENAME_NOREPLACE)`` does it in one step; where libc or the file system
+    lacks it, ``link`` (which never replaces either) and then ``unlink`` of the old name.
+    """
+    src, dst = os.fsencode(SHM_DIR + old), os.fsencode(SHM_DIR + new)
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, src, _AT_FDCWD, dst, _RENAME_NOREPLACE) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            return False
+        if err not in (errno.ENOSYS, errno.EINVAL):  # EINVAL: no RENAME_NOREPLACE here
+            raise OSError(err, os.strerror(err), SHM_DIR + old)
     try:
-        os.rename(SHM_DIR + old, SHM_DIR + new)
-    except FileNotFoundError:
+        os.link(src, dst)
+    except FileExistsError:
         return False
+    os.unlink(src)
     return True
 
 
@@ -317,7 +365,8 @@ def unshared(fd: int) -> bool:
 
 def regions(name: str) -> Iterator[tuple[int, str, str]]:
     """(nonce, part, path) of every region but the header of logs called ``name``, any
-    nonce: ``part`` is a segment number, "wait" or "claim"."""
+    nonce: ``part`` is "<seq>.<token>" (a segment), "<seq>" (a version-1 segment, or a
+    name planted there), "wait" or "claim"."""
     try:
         entries = os.listdir(SHM_DIR)
     except FileNotFoundError:
@@ -328,11 +377,17 @@ def regions(name: str) -> Iterator[tuple[int, str, str]]:
             yield int(m["nonce"], 16), m["part"], "/" + entry
 
 
-def segments(name: str) -> Iterator[tuple[int, int, str]]:
-    """(nonce, seq, path) of every segment region of logs called ``name``, any nonce."""
+def segments(name: str) -> Iterator[tuple[int, int, int | None, str]]:
+    """(nonce, seq, token, path) of every segment region of logs called ``name``, any nonce;
+    ``token`` (as the int64 the slot holds) is None for a name without one."""
     for nonce, part, path in regions(name):
-        if part.isdigit():
-            yield nonce, int(part), path
+        seq, dot, token = part.partition(".")
+        if seq.isdigit():
+            yield nonce, int(seq), _as_int64(int(token, 16)) if dot else None, path
+
+
+def _as_int64(token: int) -> int:
+    return token - (1 << 64) if token >> 63 else token
 
 
 def log_names() -> list[str]:
@@ -372,8 +427,10 @@ def footprint(name: str, nonce: int | None) -> tuple[int, int]:
     count = size = 0
     for path in paths:
         try:
-            size += os.stat(SHM_DIR + path).st_size
+            st = os.lstat(SHM_DIR + path)
         except FileNotFoundError:
             continue  # reclaimed since the listing, or no header (an orphan)
-        count += 1
+        if stat.S_ISREG(st.st_mode):  # a directory or link planted under a log's names is not its
+            size += st.st_size
+            count += 1
     return count, size

@@ -7,7 +7,7 @@ Publication protocol (the argument is in docs/design.md, "Memory ordering"):
   record below a count they loaded is complete.
 * rollover (the append that finds the head full, or ``skip_to``): make the next segment,
   retire the slot it takes over (epoch := NO_SEGMENT, count := 0, start := its first
-  position, epoch := seq), publish ``head := seq``,
+  position, token := its region's token, epoch := seq), publish ``head := seq``,
   then take the oldest segment's name away (``_segment.WriterSegments``). Readers
   validate a slot's epoch before and after loading its count, so a retired slot is never
   read as the segment it used to describe.
@@ -163,13 +163,21 @@ class Writer:
         return head, count, start
 
     def _open_head(self, head: int) -> _segment.Region:
-        """Map the head read-write and remove every region of the log outside the window."""
-        region = _segment.open_writable(self._name, self._layout, head)
+        """Map the head read-write and remove every segment region of the log but those the
+        slots of the window name."""
+        words = self._words
+        layout = self._layout
+        live = {
+            seq: words[layout.token_word(seq)]
+            for seq in range(max(head - layout.slot_count + 1, 0), head + 1)
+            if words[layout.epoch_word(seq)] == seq
+        }
+        region = _segment.open_writable(self._name, layout, head, live[head])
         # A writer that died (or was interrupted) may have left a half-made next segment, a
         # spare, or an old one it had not renamed yet: nobody else can be making segments
         # now, so remove them (only once the head proved real: a damaged head must not
         # cost the log).
-        _segment.unlink_outside(self._name, self._layout, head - self._layout.slot_count + 1, head)
+        _segment.unlink_strays(self._name, layout, live)
         return region
 
     def _resync(self) -> None:
@@ -384,19 +392,23 @@ class Writer:
         region = self._segments.take(seq)  # may raise: nothing published has changed yet
         words = self._words
         epoch_word = layout.epoch_word(seq)
+        token_word = layout.token_word(seq)
+        oldest = seq - layout.slot_count
+        retiring = words[token_word]  # the name of segment seq - n, reclaimed below
         # Retire the slot of segment seq - n in ordered stores; a reader that loaded the
         # old epoch and then loads it again (after its start and count loads, in
-        # _reader.Reader.slot) sees it changed.
+        # _reader.Reader.slot, or its token load, in Reader.segment) sees it changed.
         words[epoch_word] = NO_SEGMENT
         words[layout.count_word(seq)] = 0
         words[layout.start_word(seq)] = start  # pairs with the start load in Reader.slot
+        words[token_word] = region.token  # pairs with the token load in Reader.segment
         words[epoch_word] = seq
         # Publish the new head after its slot is ready: pairs with the head load in
         # Reader.consistent() and Snapshot.refresh(), made before loading any slot.
         words[HEAD_WORD] = seq
         # Reclaim the segment pushed out of the window: readers can no longer open it by its
         # name; those that have it mapped keep it, unchanged.
-        self._segments.retire(seq - layout.slot_count, seq + 1)
+        self._segments.retire(oldest, retiring, seq + 1)
         self._enter_segment(seq, region, 0, start)
 
     def _convert(self, values: Any) -> npt.NDArray[Any]:

@@ -2,8 +2,9 @@
 process, the records a snapshot shows. Only what two test files or more need lives here.
 
 A log ``NAME`` owns the header region ``NAME`` and, for the nonce (16 hex digits) drawn
-when it was made, segment regions ``NAME@<nonce>.<seq>`` and a wait region
-``NAME@<nonce>.wait``. These helpers spell that out on their own rather than ask the
+when it was made, segment regions ``NAME@<nonce>.<seq>.<token>`` (the token: 16 hex
+digits drawn for each region), a wait region ``NAME@<nonce>.wait`` and a claim region
+``NAME@<nonce>.claim``. These helpers spell that out on their own rather than ask the
 library, so that a mistake in its naming shows up in the tests.
 """
 
@@ -31,7 +32,7 @@ def regions_of(name: str) -> list[str]:
 
 def segment_number(name: str, entry: str) -> int | None:
     """The number of the segment if ``entry`` is a segment region of log ``name``, else None."""
-    m = re.fullmatch(re.escape(name) + r"@[0-9a-f]{16}\.([0-9]+)", entry)
+    m = re.fullmatch(re.escape(name) + r"@[0-9a-f]{16}\.([0-9]+)\.[0-9a-f]{16}", entry)
     return int(m[1]) if m else None
 
 

@@ -476,13 +476,15 @@ def sigkill_myself(*_: Any) -> None:
 
 # Each step of a rollover, and where the writer stopped as told by what it left. The header
 # stores of a rolling append, in order: the retired slot's epoch := -1, its count := 0, its
-# epoch := the new segment; head := the new segment; (reclaim the oldest;) count := 1.
+# start, its token (the new region's name); its epoch := the new segment; head := the new
+# segment; (reclaim the oldest;) count := 1.
 KILL_POINTS = {
     "before its region is sized": REGION_BEING_MADE,
     "before the slot's epoch := -1": REGION_MADE,
     "after the slot's epoch := -1": RETIRING,
     "after the slot's count := 0": RETIRING,
     "after the slot's start := its position": RETIRING,
+    "after the slot's token := its region's": RETIRING,
     "after the slot's epoch := new": RETIRED,
     "after head := new, before the oldest is reclaimed": NOT_UNLINKED,
     "before the first record's count": BETWEEN,
@@ -492,9 +494,10 @@ AT_STORE = {
     "after the slot's epoch := -1": {"after": 1},
     "after the slot's count := 0": {"after": 2},
     "after the slot's start := its position": {"after": 3},
-    "after the slot's epoch := new": {"after": 4},
-    "after head := new, before the oldest is reclaimed": {"after": 5},
-    "before the first record's count": {"before": 6},
+    "after the slot's token := its region's": {"after": 4},
+    "after the slot's epoch := new": {"after": 5},
+    "after head := new, before the oldest is reclaimed": {"after": 6},
+    "before the first record's count": {"before": 7},
 }
 
 

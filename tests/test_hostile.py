@@ -28,6 +28,7 @@ import json
 import mmap
 import os
 import resource
+import secrets
 import select
 import signal
 import stat
@@ -46,7 +47,7 @@ import posix_ipc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import SHM, mappings_and_fds, mappings_of, regions_of, segments_of, values
+from support import SHM, mappings_and_fds, mappings_of, regions_of, segment_number, segments_of, values
 
 from atomic_log_shm import (
     AtomicLog,
@@ -916,8 +917,8 @@ def test_readers_map_the_log_read_only_and_cannot_write_through_their_arrays(
         with pytest.raises((TypeError, ValueError)):
             record[...] = 7
         mappings = mappings_of(name)
-        shown = {f"{name}@{nonce_of(name):016x}.{seq}" for seq in (0, 1, 2)}
-        assert {name, *shown} <= {m.region for m in mappings}, mappings
+        shown = {e for seq, e in segments_of(name) if seq in (0, 1, 2)}
+        assert len(shown) == 3 and {name, *shown} <= {m.region for m in mappings}, mappings
         assert all("w" not in m.perms and m.perms.startswith("r") for m in mappings), mappings
         assert values(snap) == [0, 1, 2, 3, 4]
 
@@ -925,7 +926,7 @@ def test_readers_map_the_log_read_only_and_cannot_write_through_their_arrays(
 def test_a_name_of_200_characters_works_and_one_of_201_is_refused(log_name: Callable[[], str]) -> None:
     base = log_name()
     name = base + "n" * (200 - len(base))
-    longest_segment = f"{name}@{(1 << 64) - 1:016x}.{(1 << 63) - 1}"
+    longest_segment = f"{name}@{(1 << 64) - 1:016x}.{(1 << 63) - 1}.{(1 << 64) - 1:016x}"
     assert len(longest_segment) <= os.pathconf(SHM, "PC_NAME_MAX")
     try:
         writer, log = AtomicLog.new_claimed(retained=2, segment=1, dtype=np.int64, name=name)
@@ -990,18 +991,19 @@ def nonce_of(name: str) -> int:
 
 
 def orphan(name: str, nonce: int, seq: int, size: int = 16) -> str:
-    """Make segment region ``seq`` of ``nonce``, as a crashed writer leaves one (size 0: it
-    died before reserving it), unless it is there already (a crash can leave it)."""
-    entry = f"{name}@{nonce:016x}.{seq}"
+    """Make a segment region ``seq`` of ``nonce`` with a token of its own, as a crashed
+    writer leaves one (size 0: it died before reserving it)."""
+    entry = f"{name}@{nonce:016x}.{seq}.{secrets.randbits(64):016x}"
     with suppress(posix_ipc.ExistentialError):
         posix_ipc.SharedMemory("/" + entry, posix_ipc.O_CREX, mode=0o600, size=size).close_fd()
     return entry
 
 
 # A log of 3 slots of 2 records, 25 records written: head 12, window 10-12. Orphans of its
-# own nonce: 13 half-made (size 0), 19 past the head, 9 and 0 below the window; and three
-# segments of another log of the same name, an earlier one that crashed.
-OWN_ORPHANS, OTHER_ORPHANS = [(13, 0), (19, 16), (9, 16), (0, 16)], [0, 12, 13]
+# own nonce: 13 half-made (size 0), 19 past the head, 9 and 0 below the window, 11 under a
+# token its slot does not hold; and three segments of another log of the same name, an
+# earlier one that crashed.
+OWN_ORPHANS, OTHER_ORPHANS = [(13, 0), (19, 16), (9, 16), (0, 16), (11, 16)], [0, 12, 13]
 
 
 def make_crashed_log(name: str) -> tuple[AtomicLog, list[str], list[str]]:
@@ -1047,16 +1049,18 @@ def test_reclaimed_writer_removes_its_logs_orphans_at_claim_and_nothing_else(
     log_name: Callable[[], str],
 ) -> None:
     name = log_name()
-    log, _, other = make_crashed_log(name)
+    log, own, other = make_crashed_log(name)
     with log:
         shown = values(log.snapshot())
-        window = [f"{name}@{nonce_of(name):016x}.{seq}" for seq in (10, 11, 12)]
+        ours = f"{name}@{nonce_of(name):016x}."
+        window = {e for seq, e in segments_of(name) if seq in (10, 11, 12) and e.startswith(ours)} - set(own)
+        assert len(window) == 3, window
         writer = log.try_claim_writer()
         assert writer is not None
         with writer:
             left = set(segment_entries(name)) - {*window, *other}
-            made_ahead = f"{name}@{nonce_of(name):016x}.13"  # a writer may make its next segment early
-            assert left <= {made_ahead}, sorted(left)
+            # a writer may make its next segment early
+            assert all(e.startswith(ours) and segment_number(name, e) == 13 for e in left), sorted(left)
             assert all(os.stat(f"{SHM}/{e}").st_size == 16 for e in left)  # not the size-0 orphan
             assert set(window) | set(other) <= set(regions_of(name))
             assert values(log.snapshot()) == shown
