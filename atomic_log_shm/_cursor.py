@@ -90,12 +90,15 @@ class Cursor:
         return self._snapshot.log
 
     def poll(self) -> Poll:
-        """The records published since the last poll (none if nothing new), and the loss."""
+        """The records published since the last poll (none if nothing new), and the loss.
+
+        Raises LogNotFoundError within about a second once the log is unlinked or replaced."""
         snapshot = self._snapshot
         snapshot.refresh()
         position = self._position
         end = snapshot.end
-        if position >= end:
+        if position >= end:  # nothing new: has the log gone? (looked at every 0.5 s at most)
+            snapshot.look_if_gone()
             return Poll([], 0, position, self._reader.dtype)
         chunks = tuple(snapshot.chunks())
         first = len(chunks)  # the oldest chunk that holds positions at or after `position`

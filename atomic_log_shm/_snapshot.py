@@ -35,8 +35,7 @@ from ._header import HEAD_WORD
 from ._reader import Reader
 
 _values = attrgetter("values")
-_IDLE_LOOKS = 16  # refreshes that find nothing new between looks at whether the log still exists
-_LOOK_EVERY = 0.5  # seconds, at least, between such looks (each opens the header's name)
+_LOOK_EVERY = 0.5  # seconds, at least, between looks at whether the log still exists
 _start = attrgetter("start")
 
 
@@ -107,15 +106,14 @@ class Snapshot:
     A snapshot is not thread-safe: give each thread its own (they are cheap).
     """
 
-    __slots__ = ("_idle", "_log", "_look_after", "_reader", "_view")
+    __slots__ = ("_log", "_look_after", "_reader", "_view")
     _view: _View
 
     def __init__(self, reader: Reader, log: Any) -> None:
         self._reader = reader
         self._log = log
         self._view = reader.consistent(self._view_at)
-        self._idle = _IDLE_LOOKS  # refreshes that found nothing new, until the next look
-        self._look_after = 0.0  # (monotonic) whether the log still exists
+        self._look_after = 0.0  # (monotonic) when look_if_gone() looks again
 
     def refresh(self) -> None:
         """Replace this view with the log's current one. Cheap when little changed.
@@ -135,12 +133,9 @@ class Snapshot:
         # (steps 3 and 4 of the protocol in _reader). Literal indices: this path is measured.
         if head == view[2]:  # the head held
             count = words[view[7]]  # its count word; pairs with the writer's count store
-            if count == view[4]:  # nothing new: two loads (and a countdown)
+            if count == view[4]:  # nothing new: two loads
                 if view[8]:  # the last refresh missed some: this one missed none
                     self._view = (*view[:_MISSED], 0)
-                self._idle -= 1
-                if self._idle <= 0:
-                    self._look_if_gone()
                 return
         chunks, length, held, start, shown, array, epoch_word, count_word, _ = view
         if head == held and words[epoch_word] == head and shown < count <= reader.layout.segment_capacity:
@@ -155,10 +150,11 @@ class Snapshot:
         _, _, _, new_start, new_shown, *_ = new
         self._view = (*new[:_MISSED], _unseen(new[_CHUNKS], start + shown, new_start + new_shown))
 
-    def _look_if_gone(self) -> None:
-        """Raise LogNotFoundError if the log was unlinked or replaced: looked at every
-        ``_IDLE_LOOKS`` refreshes that found nothing new, at most every ``_LOOK_EVERY`` s."""
-        self._idle = _IDLE_LOOKS
+    def look_if_gone(self) -> None:
+        """Raise LogNotFoundError if the log was unlinked or replaced; looks (opening the
+        header's name) at most every ``_LOOK_EVERY`` seconds. For readers that found nothing
+        new: ``Cursor.poll()`` calls it, so a follower learns that its log is gone. (Not
+        ``refresh()``: its hot path is two loads, and a look there would cost a third of it.)"""
         now = time.monotonic()
         if now >= self._look_after:
             self._look_after = now + _LOOK_EVERY
