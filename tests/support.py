@@ -97,3 +97,11 @@ def other_user() -> int:
     except KeyError:
         subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", OTHER_USER], check=True)
         return pwd.getpwnam(OTHER_USER).pw_uid
+
+
+def become(uid: int | None) -> None:
+    """In a forked child: drop root for user ``uid`` (its own group, no others); None: stay."""
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import other_user, segments_of, values
+from support import become, other_user, segments_of, values
 
 import atomic_log_shm
 from atomic_log_shm import AtomicLog, _segment, _shm
@@ -76,10 +76,7 @@ def bystander(name: str, lock: bool, uid: int | None) -> Iterator[int]:
     pid = os.fork()
     if pid == 0:
         try:
-            if uid is not None:
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
+            become(uid)
             bystand(name, lock)
         finally:
             os._exit(1)
@@ -202,10 +199,7 @@ def test_another_user_locking_every_region_it_can_open_does_not_keep_writers_out
         pid = os.fork()
         if pid == 0:
             try:
-                if uid is not None:
-                    os.setgroups([])
-                    os.setgid(uid)
-                    os.setuid(uid)
+                become(uid)
                 held = []
                 for entry in os.listdir("/dev/shm"):
                     if entry == name or entry.startswith(name + "@"):
@@ -394,10 +388,7 @@ def planter(name: str, segment_bytes: int, uid: int | None) -> Iterator[Callable
     pid = os.fork()
     if pid == 0:
         try:
-            if uid is not None:
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
+            become(uid)
             plant(name, segment_bytes, report)
         finally:
             os._exit(1)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import SHM, other_user, regions_of
+from support import SHM, become, other_user, regions_of
 
 from atomic_log_shm import AtomicLog
 
@@ -365,9 +365,7 @@ def test_a_reader_of_another_user_waits_by_polling_and_cannot_truncate_the_wait_
         if pid == 0:
             status = 1
             try:
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
+                become(uid)
                 try:
                     os.truncate(f"{SHM}/{wait_region}", 0)
                     os.write(done_w, b"truncated!")

@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_bystanders import lock_everything, other_user
+from support import become, other_user
+from test_bystanders import lock_everything
 from test_crashes import (
     DTYPE,
     GOLDEN,
@@ -58,10 +59,7 @@ SIGINT_ONLY = {signal.SIGINT}
 def hostile(name: str, uid: int | None, until: float, conn: Connection) -> None:
     """List /dev/shm and open, map, read and lock every entry of log ``name`` until
     ``until`` (as user ``uid`` if given). Sends how many entries it opened and locked."""
-    if uid is not None:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
+    become(uid)
     opened = mapped = 0
     while time.time() < until:
         for entry in os.listdir("/dev/shm"):
