@@ -481,10 +481,7 @@ class Writer:
     def _close(self, because: str) -> None:
         if not self._closed_because:
             self._closed_because = because
-            self._capacity = -1  # with _same_dtype None, routes extend() to the slow path, which raises
-            self._same_dtype = None
-            self._data = np.empty(0, self._layout.dtype)  # and append()
-            self._map = _NO_MAP  # let go of the head's mapping
+            self._disarm()  # every later call takes the slow path, which raises; lets go of the head's map
 
     def _disown(self) -> None:
         """Called in a forked child: drop the inherited descriptors and mappings, leaving the
