@@ -300,7 +300,9 @@ class Writer:
 
     def _extend_across(self, records: npt.NDArray[Any]) -> None:
         """extend() of a batch that does not fit in the head: a copy per segment touched.
-        Whatever escapes part-way leaves the writer as the header says (``_resync``)."""
+        Whatever escapes part-way leaves the writer as the header says (``_resync``) at
+        once, so ``end`` is right straight after; the disarm in ``_roll`` is the backstop
+        for an interrupt that lands inside this recovery itself."""
         try:
             self._extend_across_unguarded(records)
         except BaseException:
