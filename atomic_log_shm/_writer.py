@@ -125,7 +125,9 @@ class Writer:
         self._itemsize = layout.dtype.itemsize
         self._same_dtype: np.dtype[Any] | None = layout.dtype  # an object known to equal the log's
         self._packer = packer = _records.struct_for(layout.dtype)
-        self._pack = packer.pack_into if packer is not None and layout.dtype.names else None
+        # pack(*value) into bytes, then a slice store: a call of pack_into(map, offset, *value)
+        # has to build its argument tuple anew, which costs more than the bytes object.
+        self._pack = packer.pack if packer is not None and layout.dtype.names else None
         self._exact = _records.exact_types(layout.dtype)
         try:
             self._words = claim.words
@@ -237,32 +239,32 @@ class Writer:
         # finds a full head (or a closed writer) by the error of its store, not a test.
         try:
             pack = self._pack
+            size = self._itemsize
             if pack is not None:  # a struct format: it refuses what the rule refuses
-                pack(self._map, i * self._itemsize, *value)
+                at = i * size
+                self._map[at : at + size] = pack(*value)
             elif type(value) in self._exact:  # a plain dtype takes these types losslessly
                 self._data[i] = value
             else:
-                size = self._itemsize
                 self._map[i * size : (i + 1) * size] = self._convert((value,))  # type: ignore[call-overload]
         except IndexError:  # numpy's store, or the slice, found no room
-            full = True
+            pass
         except _VALUE_ERRORS as exc:
             if i < self._capacity:
                 raise self._bad_value(value, exc) from None
-            full = True  # struct found no room
         else:
-            full = False
-        if full:  # outside the except clauses: no internal error shows under the slow path's
-            self._append_rolling(value)
+            i += 1
+            self._count = i
+            # Publish: after the record store above; pairs with the count load in
+            # _reader.Reader.slot(), which readers make before loading any record.
+            self._words[self._count_word] = i
+            # After the count store; pairs with the waiter's waiting store + membarrier (_wait.py).
+            if self._waiting[_WAITING]:
+                self._waits.wake()  # type: ignore[union-attr]
             return
-        i += 1
-        self._count = i
-        # Publish: after the record store above; pairs with the count load in
-        # _reader.Reader.slot(), which readers make before loading any record.
-        self._words[self._count_word] = i
-        # After the count store; pairs with the waiter's waiting store + membarrier (_wait.py).
-        if self._waiting[_WAITING]:
-            self._waits.wake()  # type: ignore[union-attr]
+        # No room (or a closed writer): outside the except clauses, so that no internal
+        # error shows under the slow path's.
+        self._append_rolling(value)
 
     def extend(self, values: Any) -> None:
         """Publish a sequence of records (any array-like), one publication per segment.
