@@ -53,14 +53,6 @@ def _check_position(value: object, what: str) -> int:
     return int(value)
 
 
-def _check_timeout(value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise InvalidArgumentError(f"timeout must be None or a number of seconds >= 0, not {value!r}")
-    return float(value)
-
-
 def _check_capacity(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InvalidArgumentError(f"{what} must be an int, not {type(value).__name__}")
@@ -232,7 +224,7 @@ class AtomicLog:
         """
         name = _shm.check_name(name)
         wanted = _header.check_dtype(dtype) if dtype is not None else None
-        timeout = _check_timeout(timeout)
+        timeout = _wait.check_seconds(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         nap = 0.001
         while True:

@@ -229,6 +229,7 @@ class Reader:
         seconds pass. True if it did. Raises LogNotFoundError within about a second once
         the log is unlinked or replaced; with ``until_writer_gone``, returns False within
         about a second once no writer holds the claim."""
+        timeout = _wait.check_seconds(timeout)
         if self._waits is False:
             self.words[0]  # raises LogClosedError on a closed reader
             self._waits = _wait.WaitRegion.open(self.name, self.layout.nonce)
@@ -251,6 +252,7 @@ class Reader:
 
     async def wait_beyond_async(self, position: int, timeout: float | None) -> bool:
         """``wait_beyond()`` for asyncio: the event loop never blocks."""
+        timeout = _wait.check_seconds(timeout)
         waiter = self._waiter
         if waiter is None:
             waiter = self._waiter = _wait.AsyncWaker(self.name, self.end, self.wait_beyond)

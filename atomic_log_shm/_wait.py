@@ -55,7 +55,7 @@ from collections.abc import Callable
 import posix_ipc
 
 from . import _shm
-from ._errors import AtomicLogError, LogNotFoundError
+from ._errors import AtomicLogError, InvalidArgumentError, LogNotFoundError
 
 SIZE = 64
 SIGNAL_WORD = 0
@@ -96,6 +96,15 @@ def _membarrier_available() -> bool:
 
 MEMBARRIER = _membarrier_available()
 """Whether this kernel offers the asymmetric fence the wait protocol uses (queried once)."""
+
+
+def check_seconds(value: object, what: str = "timeout") -> float | None:
+    """``value`` as seconds (None stays None); InvalidArgumentError unless a number >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise InvalidArgumentError(f"{what} must be None or a number of seconds >= 0, not {value!r}")
+    return float(value)
 
 
 def wait_mode(mode: int) -> int:

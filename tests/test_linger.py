@@ -1,0 +1,182 @@
+"""Cursor.wait()'s linger: a follower that a fast writer keeps ahead of takes its records in
+batches instead of spinning through them, and nobody else ever lingers.
+
+The pauses are taken from a stand-in for time.sleep, so nothing here depends on timing
+but the one test that runs a real writer in another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from atomic_log_shm import AtomicLog, InvalidArgumentError, _cursor
+
+
+@pytest.fixture
+def pauses(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+    """The pauses wait() takes, in order, without taking them."""
+    taken: list[float] = []
+    monkeypatch.setattr(_cursor.time, "sleep", taken.append)
+
+    async def no_sleep(seconds: float) -> None:
+        taken.append(seconds)
+
+    monkeypatch.setattr(_cursor.asyncio, "sleep", no_sleep)
+    yield taken
+
+
+def test_a_follower_kept_behind_by_a_fast_writer_lingers_after_a_streak(pauses: list[float]) -> None:
+    writer, log = AtomicLog.new_claimed(retained=1 << 16, segment=1 << 12, dtype=np.int64)
+    with log, writer:
+        cursor = log.cursor("newest")
+        for round_ in range(_cursor._STREAK + 4):
+            writer.extend(np.arange(100))  # 100 records at once: far faster than 100,000 a second
+            assert cursor.wait(1.0)
+            assert len(cursor.poll()) == 100
+            if round_ < _cursor._STREAK:
+                assert pauses == []
+        assert len(pauses) == 4
+        assert all(0 < p <= _cursor.LINGER for p in pauses)
+
+
+def test_linger_zero_never_pauses(pauses: list[float]) -> None:
+    writer, log = AtomicLog.new_claimed(retained=1 << 16, segment=1 << 12, dtype=np.int64)
+    with log, writer:
+        cursor = log.cursor("newest")
+        for _ in range(3 * _cursor._STREAK):
+            writer.extend(np.arange(100))
+            assert cursor.wait(1.0, linger=0)
+            cursor.poll()
+        assert pauses == []
+
+
+def test_a_paced_follower_never_lingers(pauses: list[float]) -> None:
+    """One record per wait, each after more than 10 µs: the F case, never held."""
+    writer, log = AtomicLog.new_claimed(retained=1 << 16, segment=1 << 12, dtype=np.int64)
+    with log, writer:
+        cursor = log.cursor("newest")
+        for i in range(3 * _cursor._STREAK):
+            _busy(0.0002)  # time.sleep is the stand-in here
+            writer.append(i)
+            assert cursor.wait(1.0)
+            cursor.poll()
+        assert pauses == []
+
+
+def _busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_a_wait_that_sleeps_ends_the_streak(pauses: list[float]) -> None:
+    writer, log = AtomicLog.new_claimed(retained=1 << 16, segment=1 << 12, dtype=np.int64)
+    with log, writer:
+        cursor = log.cursor("newest")
+        for _ in range(_cursor._STREAK):  # one short of lingering
+            writer.extend(np.arange(100))
+            cursor.wait(1.0)
+            cursor.poll()
+        assert not cursor.wait(0.0)  # nothing there: the streak is over
+        writer.extend(np.arange(100))
+        cursor.wait(1.0)
+        assert pauses == []
+
+
+def test_lingering_never_risks_the_window(pauses: list[float]) -> None:
+    """A small window: holding the follower could let the writer overrun it, so it is not held."""
+    writer, log = AtomicLog.new_claimed(retained=256, segment=64, dtype=np.int64)
+    with log, writer:
+        cursor = log.cursor("newest")
+        for _ in range(3 * _cursor._STREAK):
+            writer.extend(np.arange(100))
+            cursor.wait(1.0)
+            assert cursor.poll().missed == 0
+        assert pauses == []
+
+
+def test_lingering_never_outlasts_the_timeout(pauses: list[float]) -> None:
+    writer, log = AtomicLog.new_claimed(retained=1 << 16, segment=1 << 12, dtype=np.int64)
+    with log, writer:
+        cursor = log.cursor("newest")
+        for _ in range(_cursor._STREAK + 3):
+            writer.extend(np.arange(100))
+            assert cursor.wait(0.0002, linger=0.5)
+            cursor.poll()
+        assert pauses and all(p <= 0.0002 for p in pauses)
+
+
+def test_wait_async_lingers_as_wait_does(pauses: list[float]) -> None:
+    writer, log = AtomicLog.new_claimed(retained=1 << 16, segment=1 << 12, dtype=np.int64)
+
+    async def follow() -> None:
+        cursor = log.cursor("newest")
+        for _ in range(_cursor._STREAK + 2):
+            writer.extend(np.arange(100))
+            assert await cursor.wait_async(1.0)
+            cursor.poll()
+
+    with log, writer:
+        asyncio.run(follow())
+        assert len(pauses) == 2
+
+
+@pytest.mark.parametrize("bad", [-1, "1", float("nan"), True, [1]])
+def test_bad_linger_and_timeout_raise_invalid_argument(bad: object) -> None:
+    writer, log = AtomicLog.new_claimed(retained=64, segment=16, dtype=np.int64)
+    with log, writer:
+        writer.append(1)
+        cursor = log.cursor("oldest")
+        snap = log.snapshot()
+        with pytest.raises(InvalidArgumentError, match="linger"):
+            cursor.wait(1.0, linger=bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgumentError, match="timeout"):
+            cursor.wait(bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgumentError, match="timeout"):
+            snap.wait(bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgumentError, match="timeout"):
+            asyncio.run(cursor.wait_async(bad))  # type: ignore[arg-type]
+        assert len(cursor.poll()) == 1  # nothing lost
+
+
+def _copying_follower(name: str, results: mp.Queue) -> None:  # type: ignore[type-arg]
+    log = AtomicLog.attach(name)
+    with log:
+        cursor = log.cursor("oldest")
+        polls = seen = 0
+        while True:
+            cursor.wait(5.0)
+            batch = cursor.poll()
+            polls += 1
+            seen += len(batch)
+            if batch.arrays and batch.arrays[-1][-1] < 0:  # the writer's last record
+                break
+        results.put((polls, seen, cursor.position))
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_follower_of_a_fast_writer_in_another_process_sees_everything_in_fewer_polls(method: str) -> None:
+    n = 300_000
+    writer, log = AtomicLog.new_claimed(retained=1 << 20, segment=1 << 16, dtype=np.int64)
+    ctx = mp.get_context(method)
+    results = ctx.Queue()
+    with log, writer:
+        proc = ctx.Process(target=_copying_follower, args=(log.name, results))
+        proc.start()
+        try:
+            for i in range(n):
+                writer.append(i)
+            writer.append(-1)
+            polls, seen, position = results.get(timeout=60)
+        finally:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+    assert (seen, position) == (n + 1, n + 1)  # nothing missed, nothing twice
+    assert polls < n // 100  # batches, not a record or two at a time
