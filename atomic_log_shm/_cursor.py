@@ -102,7 +102,8 @@ class Cursor:
     def poll(self) -> Poll:
         """The records published since the last poll (none if nothing new), and the loss.
 
-        Raises LogNotFoundError within about a second once the log is unlinked or replaced."""
+        Raises LogNotFoundError once the log is unlinked or replaced: at once when its
+        remover could mark it (the usual case), else within about a second."""
         snapshot = self._snapshot
         snapshot.refresh()
         position = self._position
@@ -138,8 +139,9 @@ class Cursor:
         """Block, using no CPU, until there is something to poll or the time is up.
 
         Returns when a record at or after ``position`` is published or ``timeout`` seconds
-        pass: True if there is something to poll. Raises LogNotFoundError within about a
-        second once the log is unlinked or replaced by a new log of the same name. With
+        pass: True if there is something to poll. Raises LogNotFoundError once the log is
+        unlinked or replaced by a new log of the same name (at once when its remover could
+        mark it, else within about a second). With
         ``until_writer_gone=True`` it also returns False within about a second once no
         writer holds the claim (see ``log.info().writer_active``).
 

@@ -3,7 +3,8 @@
 A log named ``NAME`` is one header region ``/NAME`` plus one region per live segment
 (see ``_shm.py`` for their names). The header is written in full by the creator before the
 magic is stored; after that only ``head``, ``writer_pid``, ``released_ns`` and the slots
-ever change, and only the writer changes them. Readers map it read-only.
+ever change, and only the writer changes them, except that whoever removes the log stores
+``GONE`` in ``head`` once its names are gone. Readers map it read-only.
 
     offset        size  field              written by          read by
     0             8     magic              creator (last)      attach
@@ -15,7 +16,8 @@ ever change, and only the writer changes them. Readers map it read-only.
     40            8     slot_count         creator             everyone
     48            8     itemsize           creator             attach (checks the dtype)
     56            8     dtype_size         creator             attach
-    64            8     head               writer, rollover    every read (_reader)
+    64            8     head               writer, rollover;   every read (_reader)
+                                           remover (GONE)
     72            8     writer_pid         claim               info() only
     80            8     created_ns         creator             info() only
     88            8     released_ns        claim, at release   info() only (0: never)
@@ -99,6 +101,9 @@ _COUNT = _offset(SLOT, "count") // WORD
 _TOKEN = _offset(SLOT, "token") // WORD
 
 NO_SEGMENT = -1  # epoch of a slot that describes no segment (never made, or being retired)
+GONE = -2
+"""``head`` of a removed log: every read then raises LogNotFoundError, with no cost to the
+hot paths (a refresh that finds the head moved takes its slow path, which says why)."""
 
 MAX_DTYPE_SIZE = 1 << 16  # a larger description is taken as damage, not parsed
 MAX_SEGMENT_BYTES = 1 << 40
@@ -228,6 +233,17 @@ def read_nonce(region: mmap.mmap) -> int | None:
         return None
     at = _offset(FIXED, "nonce")
     return int.from_bytes(region[at : at + WORD], "little")
+
+
+def mark_gone(region: mmap.mmap) -> None:
+    """Store GONE in the head word of the header mapped read-write in ``region`` (which
+    must be at least FIXED long), if it carries a log header."""
+    if read_nonce(region) is None:
+        return
+    # One aligned 8-byte store: a reader loads the old head or GONE. The views are
+    # temporaries, never locals, so they are gone however this ends (an interrupt too)
+    # and the caller can close the map.
+    memoryview(region)[: FIXED.itemsize].cast("q")[HEAD_WORD] = GONE
 
 
 def read_layout(region: mmap.mmap, what: str) -> Layout:

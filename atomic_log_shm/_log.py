@@ -335,7 +335,7 @@ class AtomicLog:
         # failure above leaves it to find the rest by.
         if _shm.identity(header) == reader.identity:
             paths.append(header)
-        _shm.unlink_every(paths)
+        _unlink_marking(paths, reader.name, reader.identity)
 
     def __enter__(self) -> AtomicLog:
         return self
@@ -391,4 +391,32 @@ def remove_log(name: str) -> int:
             raise NotALogError(f"{_shm.SHM_DIR}/{name} is not an atomic-log-shm log; not removed")
     elif not segment_paths:
         raise LogNotFoundError(f"no log named {name!r}")
-    return _shm.unlink_every(segment_paths + ([path] if header_mode is not None else []))
+    return _unlink_marking(segment_paths + ([path] if header_mode is not None else []), name, None)
+
+
+def _unlink_marking(paths: list[str], name: str, expected: tuple[int, int] | None) -> int:
+    """``_shm.unlink_every(paths)``, then store GONE in the head of the header that was at
+    ``name`` (if it is the one ``expected``, when given) once that name no longer refers
+    to it, and wake its waiters: refresh(), poll() and wait() in every process then raise
+    LogNotFoundError at once. Without write access to the header, they find out by looking
+    (within about a second)."""
+    header = _shm.header_path(name)
+    opened = _shm.open_header_writable(header, _header.FIXED.itemsize)
+    waits = None
+    try:
+        if opened is not None:
+            nonce = _header.read_nonce(opened[0])
+            waits = None if nonce is None else _wait.WaitRegion.open(name, nonce)
+        return _shm.unlink_every(paths)
+    finally:
+        if opened is not None:
+            region, identity = opened
+            try:
+                if identity == (expected or identity) and _shm.identity(header) != identity:
+                    _header.mark_gone(region)
+                    if waits is not None:
+                        waits.wake()  # after the mark: a waiter woken looks, and raises
+            finally:
+                region.close()
+                if waits is not None:
+                    waits.close()

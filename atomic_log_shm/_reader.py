@@ -48,7 +48,7 @@ import numpy as np
 
 from . import _claim, _segment, _shm, _wait
 from ._errors import AtomicLogError, CorruptLogError, LogClosedError, LogNotFoundError
-from ._header import HEAD_WORD, PID_WORD, Layout, Words, read_layout, read_nonce
+from ._header import GONE, HEAD_WORD, PID_WORD, Layout, Words, read_layout, read_nonce
 from ._segment import Records
 
 _T = TypeVar("_T")
@@ -136,11 +136,20 @@ class Reader:
         for _ in range(TRIES):
             head = words[HEAD_WORD]  # pairs with the writer's head store, the last of a rollover
             if head < 0:
-                raise CorruptLogError(f"log {self.name!r} has head segment {head}")
+                raise self._bad_head(head)
             result = attempt(head)
             if result is not None:
                 return result
         raise self._stuck(first, head)
+
+    def _bad_head(self, head: int) -> AtomicLogError:
+        if head == GONE:
+            return self.gone()
+        return CorruptLogError(f"log {self.name!r} has head segment {head}")
+
+    def gone(self) -> LogNotFoundError:
+        """The error of every read of a log that was removed (marked, or found by a look)."""
+        return LogNotFoundError(f"log {self.name!r} was unlinked or replaced; attach to the new one, if any")
 
     def end(self) -> int:
         """One past the newest published position (the log's length, in positions)."""
@@ -237,7 +246,7 @@ class Reader:
 
         def still() -> bool:
             if not self.exists():
-                raise LogNotFoundError(f"log {self.name!r} was unlinked or replaced while this reader waited")
+                raise self.gone()
             return not until_writer_gone or self.writer_active()
 
         return _wait.wait_until(self._waits, self.end, position, timeout, still)
@@ -271,7 +280,6 @@ class Reader:
             if isinstance(self._waits, _wait.WaitRegion):
                 self._waits.close()
             self._waits = None
-
 
 
 def _alive(pid: int) -> bool:

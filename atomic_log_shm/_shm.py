@@ -240,6 +240,25 @@ def _map_readonly(fd: int, path: str) -> mmap.mmap | None:
         raise _typed(exc, path) from None
 
 
+def open_header_writable(path: str, size: int) -> tuple[mmap.mmap, tuple[int, int]] | None:
+    """The first ``size`` bytes of region ``path`` mapped read-write, with its (device,
+    inode); None if there is no such region, it is smaller, or this process may not write
+    it. Never follows a link, never blocks on a planted fifo (as ``_open_readonly``)."""
+    try:
+        fd = os.open(SHM_DIR + path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:  # gone, a link, a directory, not ours to write: nothing to mark
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size < size:
+            return None
+        return mmap.mmap(fd, size), (st.st_dev, st.st_ino)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def open_write(path: str) -> tuple[int, mmap.mmap]:
     """Open an existing region read-write: its file descriptor (owned by the caller) and map."""
     try:

@@ -27,7 +27,6 @@ from ._errors import (
     CorruptLogError,
     IndexOutOfRangeError,
     InvalidArgumentError,
-    LogNotFoundError,
     MissingDependencyError,
     NotPicklableError,
 )
@@ -122,6 +121,8 @@ class Snapshot:
         fell further behind than the retained window loses continuity: the view restarts
         at the oldest retained segment, and ``missed`` says how many records it skipped.
         If refresh() raises (an interrupt, a removed log), the view is the one before.
+        Raises LogNotFoundError once the log is removed, if its remover could mark it (see
+        ``Cursor.poll()`` for the rest).
         """
         reader = self._reader
         words = reader.words
@@ -159,9 +160,7 @@ class Snapshot:
         if now >= self._look_after:
             self._look_after = now + _LOOK_EVERY
             if not self._reader.exists():
-                raise LogNotFoundError(
-                    f"log {self._reader.name!r} was unlinked or replaced; attach to the new one, if any"
-                )
+                raise self._reader.gone()
 
     @property
     def start(self) -> int:

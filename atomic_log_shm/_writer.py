@@ -37,7 +37,7 @@ from ._errors import (
     NotPicklableError,
     WriterClosedError,
 )
-from ._header import HEAD_WORD, NO_SEGMENT, Layout
+from ._header import GONE, HEAD_WORD, NO_SEGMENT, Layout
 
 _VALUE_ERRORS = (TypeError, ValueError, OverflowError, struct.error)
 
@@ -150,6 +150,8 @@ class Writer:
         words = self._words
         layout = self._layout
         head = words[HEAD_WORD]
+        if head == GONE:
+            raise LogNotFoundError(f"log {self._name!r} was removed")
         count = words[layout.count_word(head)]
         start = words[layout.start_word(head)]
         if (

@@ -41,7 +41,8 @@ def test_a_follower_kept_behind_by_a_fast_writer_lingers_after_a_streak(pauses: 
             assert len(cursor.poll()) == 100
             if round_ < _cursor._STREAK:
                 assert pauses == []
-        assert len(pauses) == 4
+        # Each of the last 4 lingers unless its round took the machine over 1 ms (load).
+        assert 1 <= len(pauses) <= 4
         assert all(0 < p <= _cursor.LINGER for p in pauses)
 
 
@@ -109,7 +110,7 @@ def test_lingering_never_outlasts_the_timeout(pauses: list[float]) -> None:
             writer.extend(np.arange(100))
             assert cursor.wait(0.0002, linger=0.5)
             cursor.poll()
-        assert pauses and all(p <= 0.0002 for p in pauses)
+        assert all(p <= 0.0002 for p in pauses)
 
 
 def test_wait_async_lingers_as_wait_does(pauses: list[float]) -> None:
@@ -124,7 +125,7 @@ def test_wait_async_lingers_as_wait_does(pauses: list[float]) -> None:
 
     with log, writer:
         asyncio.run(follow())
-        assert len(pauses) == 2
+        assert 1 <= len(pauses) <= 2  # as above
 
 
 @pytest.mark.parametrize("bad", [-1, "1", float("nan"), True, [1]])
@@ -180,3 +181,27 @@ def test_a_follower_of_a_fast_writer_in_another_process_sees_everything_in_fewer
                 proc.kill()
     assert (seen, position) == (n + 1, n + 1)  # nothing missed, nothing twice
     assert polls < n // 100  # batches, not a record or two at a time
+
+
+@pytest.mark.parametrize(
+    ("waiting", "since", "timeout", "expected"),
+    [
+        (100, 20e-6, None, 1e-3 - 20e-6),  # 5 M/s, far from the window: the rest of the ms
+        (100, 20e-6, 0.0002, 0.0002),  # never past the timeout
+        (100, 2e-3, None, 0.0),  # the round took longer than linger: nothing left to wait
+        (5, 100e-6, None, 0.0),  # 50,000 a second: a paced writer, never held
+        (10_000, 20e-6, None, 0.0),  # 500 M/s: the window (65,536) would fill in the pause
+    ],
+)
+def test_how_long_a_follower_lingers(
+    waiting: int, since: float, timeout: float | None, expected: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer, log = AtomicLog.new_claimed(retained=1 << 16, segment=1 << 12, dtype=np.int64)
+    with log, writer:
+        cursor = log.cursor("newest")
+        monkeypatch.setattr(_cursor.time, "monotonic", lambda: 100.0 + since)
+        cursor._returned = 100.0
+        cursor._streak = _cursor._STREAK + 1
+        assert cursor._pause(waiting, _cursor.LINGER, timeout) == pytest.approx(expected)
+        cursor._streak = _cursor._STREAK  # one short of a streak: never
+        assert cursor._pause(waiting, _cursor.LINGER, timeout) == 0.0

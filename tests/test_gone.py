@@ -1,0 +1,124 @@
+"""A removed log says so at once: whoever removes it stores GONE in its head once the
+header's name is gone, so every refresh(), poll(), wait() and info() of it raises
+LogNotFoundError, in every process, while what snapshots already show stays as it was."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from test_interrupts import Interrupter, run_traced
+
+import atomic_log_shm
+from atomic_log_shm import AtomicLog, Cursor, LogNotFoundError, Snapshot, remove_log
+
+PACKAGE = os.path.dirname(atomic_log_shm.__file__)
+
+
+def _every_read_raises(handle: AtomicLog, snap: Snapshot, cursor: Cursor) -> None:
+    for read in (snap.refresh, cursor.poll, lambda: cursor.wait(0.0), lambda: cursor.wait(), handle.info):
+        with pytest.raises(LogNotFoundError, match="unlinked or replaced"):
+            read()
+
+
+@pytest.mark.parametrize("how", ["unlink", "remove_log"])
+def test_every_read_raises_at_once_and_views_stay(how: str, log_name: Callable[[], str]) -> None:
+    writer, log = AtomicLog.new_claimed(name=log_name(), retained=8, segment=4, dtype=np.int64)
+    reader = AtomicLog.attach(log.name)
+    with writer, log, reader:
+        writer.extend(range(10))
+        snap = reader.snapshot()
+        cursor = reader.cursor("newest")
+        shown = snap.to_numpy().tolist()
+        log.unlink() if how == "unlink" else remove_log(log.name)
+        _every_read_raises(reader, snap, cursor)
+        assert snap.to_numpy().tolist() == shown  # the view is the one before
+        writer.append(10)  # the writer goes on in its head until its next rollover
+        with pytest.raises(LogNotFoundError):
+            snap.refresh()
+
+
+def test_a_replaced_log_raises_for_the_old_handle_and_works_for_the_new(log_name: Callable[[], str]) -> None:
+    name = log_name()
+    old = AtomicLog.new(name=name, retained=8, segment=4, dtype=np.int64)
+    with old:
+        snap, cursor = old.snapshot(), old.cursor()
+        remove_log(name)
+        writer, new = AtomicLog.new_claimed(name=name, retained=8, segment=4, dtype=np.int64)
+        with writer, new:
+            writer.extend(range(3))
+            _every_read_raises(old, snap, cursor)
+            fresh = AtomicLog.attach(name)
+            with fresh:
+                assert fresh.snapshot().to_numpy().tolist() == [0, 1, 2]
+            old.unlink()  # the old handle's unlink leaves the new log alone, unmarked
+            assert new.snapshot().to_numpy().tolist() == [0, 1, 2]
+            writer.append(3)
+            assert new.snapshot().end == 4
+
+
+def _follow_in_child(name: str, outcome: mp.Queue[str]) -> None:
+    log = AtomicLog.attach(name)
+    cursor = log.cursor("newest")
+    outcome.put("ready")
+    began = time.monotonic()
+    try:
+        cursor.wait()  # no timeout: only the removal ends it
+        outcome.put("returned")
+    except LogNotFoundError:
+        outcome.put(f"LogNotFoundError {time.monotonic() - began:.3f}")
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("how", ["unlink", "remove_log"])
+def test_a_follower_asleep_in_another_process_is_woken_by_the_removal(
+    method: str, how: str, log_name: Callable[[], str]
+) -> None:
+    writer, log = AtomicLog.new_claimed(name=log_name(), retained=8, segment=4, dtype=np.int64)
+    ctx = mp.get_context(method)
+    outcome: mp.Queue[str] = ctx.Queue()
+    child = ctx.Process(target=_follow_in_child, args=(log.name, outcome))
+    with writer, log:
+        child.start()
+        assert outcome.get(timeout=30) == "ready"
+        time.sleep(0.6)  # asleep on the futex by now, past its spin and first look
+        log.unlink() if how == "unlink" else remove_log(log.name)
+        said = outcome.get(timeout=5)
+    child.join(5)
+    assert said.startswith("LogNotFoundError")
+    # Woken by the remover, not by its next look (0.5 s): well under that even when loaded.
+    assert float(said.split()[1]) < 0.6 + 0.3
+
+
+def test_an_interrupt_at_any_line_of_unlink_never_marks_a_log_that_still_has_its_name(
+    log_name: Callable[[], str],
+) -> None:
+    files = {os.path.join(PACKAGE, f) for f in ("_log.py", "_shm.py", "_header.py", "_wait.py")}
+    counter = Interrupter(files, None)
+    name = log_name()
+
+    def make() -> tuple[AtomicLog, AtomicLog, Snapshot]:
+        writer, log = AtomicLog.new_claimed(name=name, retained=8, segment=4, dtype=np.int64)
+        with writer:
+            writer.extend(range(10))
+        reader = AtomicLog.attach(name)
+        return log, reader, reader.snapshot()
+
+    log, reader, snap = make()
+    assert not run_traced(log.unlink, counter)
+    reader.close()
+    log.close()
+    assert counter.lines > 10
+    for at in range(counter.lines):
+        log, reader, snap = make()
+        with log, reader:
+            assert run_traced(log.unlink, Interrupter(files, at))
+            if os.path.exists(f"/dev/shm/{name}"):
+                snap.refresh()  # still named: never marked, still readable
+                assert snap.to_numpy().tolist() == list(range(10))
+            log.unlink()  # finishes the removal (it may find nothing left to mark)
+            assert not os.path.exists(f"/dev/shm/{name}")
