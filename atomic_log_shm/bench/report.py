@@ -278,6 +278,15 @@ def rows(suite: Suite) -> list[dict[str, Any]]:
             "≥0.90x",
             a["ratio"] >= 0.9,
         )
+    if "ratio_struct" in a:
+        row(
+            "A append, no reader (rec/s)",
+            _rate(a["rates"]["ours"]),
+            f"struct.pack_into {_rate(a['rates']['floor_struct'])}",
+            a["ratio_struct"],
+            "≥0.90x",
+            a["ratio_struct"] >= 0.9,
+        )
     return rows
 
 

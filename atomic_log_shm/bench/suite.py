@@ -47,7 +47,8 @@ SCENARIOS = {  # letter: what it measures, in the order the suite runs them
     f"{C_FOLLOWERS} follower processes in cursor.wait() + poll() that copy what they get, "
     "alternated; the rate with followers over the rate without.",
     "A": "Append vs floor: append() one record at a time for a fixed time, no reader, alternated "
-    "with the floor's store into its ring; the rate ratio.",
+    "with the floor's store into its ring and with struct.pack_into of the fields into the same "
+    "ring; the rate ratios.",
 }
 F_FOLLOWERS = {"wait": "ours_cursor", "poll": "ours"}  # F's two followers, by the way they look
 ATTEMPTS = 3  # tries of one measurement before it counts as failed
@@ -310,16 +311,18 @@ class Suite:
         self.scenarios["C"] = data
 
     def run_a(self) -> None:
-        runs: dict[str, list[dict[str, Any]]] = {"ours": [], "floor": []}
+        runs: dict[str, list[dict[str, Any]]] = {"ours": [], "floor": [], "floor_struct": []}
         for _ in range(self.p.repeats):
-            for kind in runs:  # alternated: ours, floor, ours, ...
+            for kind in runs:  # alternated: ours, floor, floor_struct, ours, ...
                 a = self.attempt(f"A {kind}", True, lambda: run_alone(self.ctx, kind, self.p.a_seconds))  # noqa: B023
                 if a is not None:
                     runs[kind].append(a)
         rates = {k: _median([r["rate"] for r in rs]) for k, rs in runs.items() if rs}
         data: dict[str, Any] = {"rates": rates, "runs": runs}
-        if len(rates) == 2:
+        if "ours" in rates and "floor" in rates:
             data["ratio"] = rates["ours"] / rates["floor"]
+        if "ours" in rates and "floor_struct" in rates:
+            data["ratio_struct"] = rates["ours"] / rates["floor_struct"]
         self.scenarios["A"] = data
 
 

@@ -21,7 +21,7 @@ from atomic_log_shm import AtomicLog
 from . import peers
 from .harness import STOP, WAIT, Follow, Publisher
 from .shm import Region, Ring, joined, new_log, ring_parts
-from .workload import CHECK_EVERY, PRICE, QTY, RETAINED, SEGMENT
+from .workload import CHECK_EVERY, PACK, PRICE, QTY, RETAINED, SEGMENT
 
 
 def _read_ours(cfg: dict[str, Any], f: Follow) -> dict[str, Any]:
@@ -241,6 +241,29 @@ class FloorPub(Publisher):
         self.ring.close(unlink=True)
 
 
+class StructFloorPub(FloorPub):
+    """The floor's ring written the issue-10 way: ``struct.pack_into`` of the record's
+    fields, passed one by one, into the ring's mmap, then the counter. No numpy record on
+    the way: the fastest pure-Python store of a record measured here. Publishes only (A)."""
+
+    kind = "floor_struct"
+
+    def t_loop(self, seconds: float) -> tuple[int, float]:
+        region, counter, n, pc = self.ring.region.map, self.ring.counter, self.ring.n, time.perf_counter
+        pack_into, size, base = PACK.pack_into, PACK.size, Ring.HEADER
+        i = 0
+        t0 = pc()
+        deadline = t0 + seconds
+        while True:
+            for _ in range(CHECK_EVERY):
+                pack_into(region, base + (i % n) * size, pc(), i, PRICE, QTY)
+                counter[0] = i + 1
+                i += 1
+            t = pc()
+            if t >= deadline:
+                return i, t - t0
+
+
 READERS: dict[str, Callable[[dict[str, Any], Follow], dict[str, Any]]] = {
     "ours": _read_ours,
     "ours_wait": _read_ours,
@@ -284,6 +307,7 @@ PUBLISHERS: dict[str, type[Publisher]] = {
     "ours_cursor": OursCursorPub,
     "ours_copy": OursCopyPub,
     "floor": FloorPub,
+    "floor_struct": StructFloorPub,
     "mpqueue": peers.MpQueuePub,
     "ffifo": peers.FfifoPub,
     "zmq": peers.ZmqPub,
