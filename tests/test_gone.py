@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from test_interrupts import Interrupter, run_traced
+from test_wakeups import _wait_in_child
 
 import atomic_log_shm
 from atomic_log_shm import AtomicLog, Cursor, LogNotFoundError, Snapshot, remove_log
@@ -61,18 +62,6 @@ def test_a_replaced_log_raises_for_the_old_handle_and_works_for_the_new(log_name
             assert new.snapshot().end == 4
 
 
-def _follow_in_child(name: str, outcome: mp.Queue[str]) -> None:
-    log = AtomicLog.attach(name)
-    cursor = log.cursor("newest")
-    outcome.put("ready")
-    began = time.monotonic()
-    try:
-        cursor.wait()  # no timeout: only the removal ends it
-        outcome.put("returned")
-    except LogNotFoundError:
-        outcome.put(f"LogNotFoundError {time.monotonic() - began:.3f}")
-
-
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 @pytest.mark.parametrize("how", ["unlink", "remove_log"])
 def test_a_follower_asleep_in_another_process_is_woken_by_the_removal(
@@ -81,7 +70,7 @@ def test_a_follower_asleep_in_another_process_is_woken_by_the_removal(
     writer, log = AtomicLog.new_claimed(name=log_name(), retained=8, segment=4, dtype=np.int64)
     ctx = mp.get_context(method)
     outcome: mp.Queue[str] = ctx.Queue()
-    child = ctx.Process(target=_follow_in_child, args=(log.name, outcome))
+    child = ctx.Process(target=_wait_in_child, args=(log.name, outcome))
     with writer, log:
         child.start()
         assert outcome.get(timeout=30) == "ready"
