@@ -46,12 +46,13 @@ class Claim:
     """Exclusive write access to one log: the lock (a descriptor of the claim region) and a
     read-write map of its header. ``mode`` is the header's permissions."""
 
-    __slots__ = ("__weakref__", "_fd", "_region", "mode", "words")
+    __slots__ = ("__weakref__", "_fd", "_region", "header", "mode", "words")
 
-    def __init__(self, fd: int, region: mmap.mmap, mode: int) -> None:
+    def __init__(self, fd: int, region: mmap.mmap, mode: int, header: tuple[int, int]) -> None:
         self._fd = fd
         self._region = region
         self.mode = mode
+        self.header = header  # (device, inode) of the header mapped: which log this claim is on
         self.words = memoryview(region)[: len(region) // 8 * 8].cast("q")
         self.words[PID_WORD] = os.getpid()  # informational: who holds the claim
 
@@ -73,14 +74,14 @@ class Claim:
             os.close(lock_fd)  # also drops the lock
             raise
         try:
-            mode = os.fstat(fd).st_mode & 0o777
+            st = os.fstat(fd)
         finally:
             os.close(fd)  # the map keeps what it needs
         if read_nonce(region) != nonce or len(region) < 8:
             region.close()
             os.close(lock_fd)
             raise LogNotFoundError(f"the log {name!r} was removed and replaced by another")
-        return cls(lock_fd, region, mode)
+        return cls(lock_fd, region, st.st_mode & 0o777, (st.st_dev, st.st_ino))
 
     def release(self) -> None:
         """Give the claim up. Idempotent, and safe to call again after an exception (an

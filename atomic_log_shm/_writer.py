@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import _claim, _records, _segment, _wait
+from . import _claim, _records, _segment, _shm, _wait
 from ._errors import (
     CorruptLogError,
     InvalidArgumentError,
@@ -412,10 +412,20 @@ class Writer:
         # Publish the new head after its slot is ready: pairs with the head load in
         # Reader.consistent() and Snapshot.refresh(), made before loading any slot.
         words[HEAD_WORD] = seq
+        if os.fstat(self._claim.fileno()).st_nlink == 0:
+            # Removed while this rollover ran: the remover's GONE (stored after it unlinked
+            # the claim) may have come before the head store above; store it again.
+            self._mark_gone_if_removed()
         # Reclaim the segment pushed out of the window: readers can no longer open it by its
         # name; those that have it mapped keep it, unchanged.
         self._segments.retire(oldest, retiring, seq + 1)
         self._enter_segment(seq, region, 0, start)
+
+    def _mark_gone_if_removed(self) -> None:
+        """Store GONE in the head if the header's name no longer refers to this log's header
+        (a removal, not a bystander deleting the claim region alone)."""
+        if _shm.identity(_shm.header_path(self._name)) != self._claim.header:
+            self._words[HEAD_WORD] = GONE
 
     def _convert(self, values: Any) -> npt.NDArray[Any]:
         """``values`` as records of the log's dtype by ``_records``' rule (raises its errors)."""

@@ -4,13 +4,17 @@ LogNotFoundError, in every process, while what snapshots already show stays as i
 
 from __future__ import annotations
 
+import inspect
 import multiprocessing as mp
 import os
+import sys
 import time
 from collections.abc import Callable
+from types import FrameType
 
 import numpy as np
 import pytest
+from support import SHM, regions_of
 from test_interrupts import Interrupter, run_traced
 from test_wakeups import _wait_in_child
 
@@ -111,3 +115,57 @@ def test_an_interrupt_at_any_line_of_unlink_never_marks_a_log_that_still_has_its
                 assert snap.to_numpy().tolist() == list(range(10))
             log.unlink()  # finishes the removal (it may find nothing left to mark)
             assert not os.path.exists(f"/dev/shm/{name}")
+
+
+def test_a_removal_during_a_rollover_is_marked_even_if_the_head_store_comes_after(
+    log_name: Callable[[], str],
+) -> None:
+    """The remover's GONE lands just before the writer publishes its new head (the race the
+    writer's own check after that store closes): readers must still learn at once."""
+    writer, log = AtomicLog.new_claimed(name=log_name(), retained=8, segment=4, dtype=np.int64)
+    reader = AtomicLog.attach(log.name)
+    source = inspect.getsource(atomic_log_shm._writer.Writer._roll).splitlines()
+    first = atomic_log_shm._writer.Writer._roll.__code__.co_firstlineno
+    head_store = first + next(i for i, line in enumerate(source) if "words[HEAD_WORD] = seq" in line)
+    removed = []
+
+    def tracer(frame: FrameType, event: str, arg: object) -> object:
+        if frame.f_code is not atomic_log_shm._writer.Writer._roll.__code__:
+            return None
+
+        def local(frame: FrameType, event: str, arg: object) -> object:
+            if event == "line" and frame.f_lineno == head_store and not removed:
+                removed.append(True)
+                remove_log(log.name)  # marks GONE now; the writer's head store comes next
+            return local
+
+        return local
+
+    with writer, log, reader:
+        writer.extend(range(4))  # the head is full: the next append rolls over
+        snap = reader.snapshot()
+        sys.settrace(tracer)
+        try:
+            writer.append(4)
+        finally:
+            sys.settrace(None)
+        assert removed
+        with pytest.raises(LogNotFoundError, match="unlinked or replaced"):
+            snap.refresh()
+
+
+def test_deleting_only_the_claim_region_closes_the_writer_but_marks_nothing(
+    log_name: Callable[[], str],
+) -> None:
+    """A bystander that deletes the claim region is not a removal: the header keeps its name,
+    so readers go on reading (the writer closes itself, as before)."""
+    writer, log = AtomicLog.new_claimed(name=log_name(), retained=8, segment=4, dtype=np.int64)
+    with writer, log:
+        writer.extend(range(3))
+        claim = next(p for p in regions_of(log.name) if p.endswith(".claim"))
+        os.unlink(os.path.join(SHM, claim))
+        with pytest.raises(LogNotFoundError, match="its writer is closed"):
+            writer.extend(range(3, 10))  # rolls over: the writer finds its claim region gone
+        snap = log.snapshot()
+        assert snap.end >= 4
+        assert snap.to_numpy().tolist() == list(range(snap.end - len(snap), snap.end))
