@@ -9,7 +9,6 @@ oldest retained one. Positions the writer skipped (``Writer.skip_to``) count as 
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from typing import Any
@@ -23,12 +22,7 @@ from ._reader import Reader
 from ._snapshot import Snapshot, data_frame
 
 _CLAIM_LOOK = 0.5  # seconds between looks at the claim in wait_async(until_writer_gone=True)
-LINGER = 1e-3
-"""wait()'s default ``linger``: how long after its previous return a follower that keeps
-finding records already waiting is held, to take them in bigger batches (seconds)."""
-_STREAK = 8  # waits in a row that found records already there before wait() lingers
-_FAST = 1e-5  # ... and only while they come faster than one per _FAST seconds
-_WINDOW_SHARE = 4  # lingering never lets more than 1/_WINDOW_SHARE of the window arrive
+LINGER = _wait.LINGER
 
 
 class Poll:
@@ -70,7 +64,7 @@ class Poll:
 class Cursor:
     """A reader's place in a log. Create with ``log.cursor(start)``; not thread-safe."""
 
-    __slots__ = ("_position", "_reader", "_returned", "_snapshot", "_streak")
+    __slots__ = ("_pace", "_position", "_reader", "_snapshot")
 
     def __init__(self, reader: Reader, log: Any, start: int | str = "oldest") -> None:
         if not (start in ("oldest", "newest") or (type(start) is int and start >= 0)):
@@ -86,8 +80,7 @@ class Cursor:
         else:
             assert isinstance(start, int)
             self._position = start
-        self._streak = 0  # waits in a row that found records already there
-        self._returned = 0.0  # time.monotonic() when wait() last returned
+        self._pace = _wait.Pace()  # for lingering in wait()
 
     @property
     def position(self) -> int:
@@ -153,36 +146,8 @@ class Cursor:
         never past ``timeout``, and never so long that more than a quarter of the retained
         window could arrive meanwhile. ``linger=0`` turns it off."""
         if linger is not LINGER:
-            linger = _wait.check_seconds(linger, "linger") or 0.0
-        position = self._position
-        reader = self._reader
-        waiting = reader.end() - position
-        if waiting <= 0:
-            self._streak = 0
-            found = reader.wait_beyond(position, timeout, until_writer_gone)
-        else:
-            found = True
-            self._streak += 1
-            pause = self._pause(waiting, linger, timeout)
-            if pause:
-                time.sleep(pause)
-        self._returned = time.monotonic()
-        return found
-
-    def _pause(self, waiting: int, linger: float, timeout: float | None) -> float:
-        """How long to linger with ``waiting`` records already there (0: not at all)."""
-        timeout = _wait.check_seconds(timeout)
-        if self._streak <= _STREAK or not linger:
-            return 0.0
-        since = time.monotonic() - self._returned
-        pause = min(linger - since, linger if timeout is None else timeout)
-        # The records came at about waiting / since per second: a follower paced slower
-        # than one per _FAST never lingers, and lingering must leave room in the window.
-        window = self._reader.layout.retained_capacity
-        too_slow = waiting * _FAST < since
-        if pause <= 0 or too_slow or waiting * (since + pause) * _WINDOW_SHARE >= window * since:
-            return 0.0
-        return pause
+            linger = _wait.check_linger(linger)
+        return self._reader.wait_beyond(self._position, timeout, until_writer_gone, self._pace, linger)
 
     async def wait_async(
         self, timeout: float | None = None, *, until_writer_gone: bool = False, linger: float = LINGER
@@ -192,30 +157,17 @@ class Cursor:
         With ``until_writer_gone=True`` it returns False within about a second once no
         writer holds the claim, and it lingers, as ``wait()`` does."""
         if linger is not LINGER:
-            linger = _wait.check_seconds(linger, "linger") or 0.0
-        waiting = self._reader.end() - self._position
-        if waiting > 0:
-            self._streak += 1
-            pause = self._pause(waiting, linger, timeout)
-            if pause:
-                await asyncio.sleep(pause)
-            self._returned = time.monotonic()
-            return True
-        self._streak = 0
-        found = await self._wait_async(timeout, until_writer_gone)
-        self._returned = time.monotonic()
-        return found
-
-    async def _wait_async(self, timeout: float | None, until_writer_gone: bool) -> bool:
+            linger = _wait.check_linger(linger)
+        reader = self._reader
         if not until_writer_gone:
-            return await self._reader.wait_beyond_async(self._position, timeout)
+            return await reader.wait_beyond_async(self._position, timeout, self._pace, linger)
         timeout = _wait.check_seconds(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:  # in slices, looking at the claim between them (no writes, no locks)
             left = _CLAIM_LOOK if deadline is None else min(_CLAIM_LOOK, deadline - time.monotonic())
-            if await self._reader.wait_beyond_async(self._position, max(left, 0.0)):
+            if await reader.wait_beyond_async(self._position, max(left, 0.0), self._pace, linger):
                 return True
-            if not self._reader.writer_active() or left < _CLAIM_LOOK:
+            if not reader.writer_active() or left < _CLAIM_LOOK:
                 return False
 
     def __reduce__(self) -> Any:

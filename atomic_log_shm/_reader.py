@@ -40,7 +40,9 @@ consistent picture goes through ``consistent()``: one retry loop, one limit, one
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -233,12 +235,29 @@ class Reader:
 
     # -- waiting ----------------------------------------------------------------------------
 
-    def wait_beyond(self, position: int, timeout: float | None, until_writer_gone: bool = False) -> bool:
+    def wait_beyond(
+        self,
+        position: int,
+        timeout: float | None,
+        until_writer_gone: bool = False,
+        pace: _wait.Pace | None = None,
+        linger: float = 0.0,
+    ) -> bool:
         """Block, using no CPU, until the log's end passes ``position`` or ``timeout``
         seconds pass. True if it did. Raises LogNotFoundError within about a second once
         the log is unlinked or replaced; with ``until_writer_gone``, returns False within
-        about a second once no writer holds the claim."""
+        about a second once no writer holds the claim. With a ``pace`` (the follower's),
+        a wait that finds records already there may linger (``_wait.Pace``)."""
         timeout = _wait.check_seconds(timeout)
+        if pace is not None:
+            waiting = self.end() - position
+            if waiting > 0:
+                pause = pace.pause(waiting, linger, timeout, self.layout.retained_capacity)
+                if pause:
+                    time.sleep(pause)
+                pace.returned = time.monotonic()
+                return True
+            pace.streak = 0
         if self._waits is False:
             self.words[0]  # raises LogClosedError on a closed reader
             self._waits = _wait.WaitRegion.open(self.name, self.layout.nonce)
@@ -249,7 +268,10 @@ class Reader:
                 raise self.gone()
             return not until_writer_gone or self.writer_active()
 
-        return _wait.wait_until(self._waits, self.end, position, timeout, still)
+        found = _wait.wait_until(self._waits, self.end, position, timeout, still)
+        if pace is not None:
+            pace.returned = time.monotonic()
+        return found
 
     def writer_active(self) -> bool:
         """Whether some writer holds the claim on this log now (taking nothing, writing nothing)."""
@@ -259,13 +281,27 @@ class Reader:
             pid = self.words[PID_WORD]
             return pid != 0 and _alive(pid)
 
-    async def wait_beyond_async(self, position: int, timeout: float | None) -> bool:
+    async def wait_beyond_async(
+        self, position: int, timeout: float | None, pace: _wait.Pace | None = None, linger: float = 0.0
+    ) -> bool:
         """``wait_beyond()`` for asyncio: the event loop never blocks."""
         timeout = _wait.check_seconds(timeout)
+        if pace is not None:
+            waiting = self.end() - position
+            if waiting > 0:
+                pause = pace.pause(waiting, linger, timeout, self.layout.retained_capacity)
+                if pause:
+                    await asyncio.sleep(pause)
+                pace.returned = time.monotonic()
+                return True
+            pace.streak = 0
         waiter = self._waiter
         if waiter is None:
             waiter = self._waiter = _wait.AsyncWaker(self.name, self.end, self.wait_beyond)
-        return await waiter.wait(position, timeout)
+        found = await waiter.wait(position, timeout)
+        if pace is not None:
+            pace.returned = time.monotonic()
+        return found
 
     # -- the end ----------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from typing import Any, Final, overload
 import numpy as np
 import numpy.typing as npt
 
+from . import _wait
 from ._errors import (
     CorruptLogError,
     IndexOutOfRangeError,
@@ -105,7 +106,7 @@ class Snapshot:
     A snapshot is not thread-safe: give each thread its own (they are cheap).
     """
 
-    __slots__ = ("_log", "_look_after", "_reader", "_view")
+    __slots__ = ("_log", "_look_after", "_pace", "_reader", "_view")
     _view: _View
 
     def __init__(self, reader: Reader, log: Any) -> None:
@@ -113,6 +114,7 @@ class Snapshot:
         self._log = log
         self._view = reader.consistent(self._view_at)
         self._look_after = 0.0  # (monotonic) when look_if_gone() looks again
+        self._pace = _wait.Pace()  # for lingering in wait()
 
     def refresh(self) -> None:
         """Replace this view with the log's current one. Cheap when little changed.
@@ -248,14 +250,19 @@ class Snapshot:
         epoch_word, count_word = layout.epoch_word(head), layout.count_word(head)
         return (chunks, length, head, start, count, head_array, epoch_word, count_word, 0)
 
-    def wait(self, timeout: float | None = None, *, until_writer_gone: bool = False) -> bool:
+    def wait(
+        self, timeout: float | None = None, *, until_writer_gone: bool = False, linger: float = _wait.LINGER
+    ) -> bool:
         """Block, using no CPU, until there is more to show or the time is up.
 
         Returns when records newer than this view are published or ``timeout`` seconds
         pass: True if ``refresh()`` will show more. Raises LogNotFoundError once the log is
         unlinked or replaced; with ``until_writer_gone=True`` returns False within about a
-        second once no writer holds the claim."""
-        return self._reader.wait_beyond(self.end, timeout, until_writer_gone)
+        second once no writer holds the claim. A snapshot that a fast writer keeps ahead
+        of lingers, up to ``linger`` seconds, as ``Cursor.wait()`` explains."""
+        if linger is not _wait.LINGER:
+            linger = _wait.check_linger(linger)
+        return self._reader.wait_beyond(self.end, timeout, until_writer_gone, self._pace, linger)
 
     def __len__(self) -> int:
         return self._view[_LENGTH]

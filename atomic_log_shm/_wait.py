@@ -107,6 +107,44 @@ def check_seconds(value: object, what: str = "timeout") -> float | None:
     return float(value)
 
 
+LINGER = 1e-3
+"""The default ``linger`` of ``wait()``: how long after its previous return a follower that
+keeps finding records already waiting is held, to take them in bigger batches (seconds)."""
+STREAK = 8  # waits in a row that found records already there before a wait lingers
+FAST = 1e-5  # ... and only while they come faster than one per FAST seconds
+WINDOW_SHARE = 4  # lingering never lets more than 1/WINDOW_SHARE of the window arrive
+
+
+class Pace:
+    """One follower's recent waits (a cursor's, a snapshot's), for lingering: how many in a
+    row found records already there, and when the last one returned. In-process only."""
+
+    __slots__ = ("returned", "streak")
+
+    def __init__(self) -> None:
+        self.streak = 0
+        self.returned = 0.0  # time.monotonic()
+
+    def pause(self, waiting: int, linger: float, timeout: float | None, window: int) -> float:
+        """A wait found ``waiting`` records already there: how long it lingers (0: not at all)."""
+        self.streak += 1
+        if self.streak <= STREAK or not linger:
+            return 0.0
+        since = time.monotonic() - self.returned
+        pause = min(linger - since, linger if timeout is None else timeout)
+        # The records came at about waiting / since per second: a follower paced slower
+        # than one per FAST never lingers, and lingering must leave room in the window.
+        too_slow = waiting * FAST < since
+        if pause <= 0 or too_slow or waiting * (since + pause) * WINDOW_SHARE >= window * since:
+            return 0.0
+        return pause
+
+
+def check_linger(value: object) -> float:
+    """``linger`` as seconds; InvalidArgumentError unless a number >= 0 (None is 0)."""
+    return 0.0 if value is None else check_seconds(value, "linger") or 0.0
+
+
 def wait_mode(mode: int) -> int:
     """The wait region's mode: exactly the log's. Write access to it is enough to truncate
     it, and a truncated region kills the writer with SIGBUS at its next load of

@@ -15,19 +15,19 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from atomic_log_shm import AtomicLog, InvalidArgumentError, _cursor
+from atomic_log_shm import AtomicLog, InvalidArgumentError, _wait
 
 
 @pytest.fixture
 def pauses(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
     """The pauses wait() takes, in order, without taking them."""
     taken: list[float] = []
-    monkeypatch.setattr(_cursor.time, "sleep", taken.append)
+    monkeypatch.setattr(_wait.time, "sleep", taken.append)  # the time module: _reader's too
 
     async def no_sleep(seconds: float) -> None:
         taken.append(seconds)
 
-    monkeypatch.setattr(_cursor.asyncio, "sleep", no_sleep)
+    monkeypatch.setattr(_wait.asyncio, "sleep", no_sleep)
     yield taken
 
 
@@ -35,22 +35,22 @@ def test_a_follower_kept_behind_by_a_fast_writer_lingers_after_a_streak(pauses: 
     writer, log = AtomicLog.new_claimed(retained=1 << 16, segment=1 << 12, dtype=np.int64)
     with log, writer:
         cursor = log.cursor("newest")
-        for round_ in range(_cursor._STREAK + 4):
+        for round_ in range(_wait.STREAK + 4):
             writer.extend(np.arange(100))  # 100 records at once: far faster than 100,000 a second
             assert cursor.wait(1.0)
             assert len(cursor.poll()) == 100
-            if round_ < _cursor._STREAK:
+            if round_ < _wait.STREAK:
                 assert pauses == []
         # Each of the last 4 lingers unless its round took the machine over 1 ms (load).
         assert 1 <= len(pauses) <= 4
-        assert all(0 < p <= _cursor.LINGER for p in pauses)
+        assert all(0 < p <= _wait.LINGER for p in pauses)
 
 
 def test_linger_zero_never_pauses(pauses: list[float]) -> None:
     writer, log = AtomicLog.new_claimed(retained=1 << 16, segment=1 << 12, dtype=np.int64)
     with log, writer:
         cursor = log.cursor("newest")
-        for _ in range(3 * _cursor._STREAK):
+        for _ in range(3 * _wait.STREAK):
             writer.extend(np.arange(100))
             assert cursor.wait(1.0, linger=0)
             cursor.poll()
@@ -62,7 +62,7 @@ def test_a_paced_follower_never_lingers(pauses: list[float]) -> None:
     writer, log = AtomicLog.new_claimed(retained=1 << 16, segment=1 << 12, dtype=np.int64)
     with log, writer:
         cursor = log.cursor("newest")
-        for i in range(3 * _cursor._STREAK):
+        for i in range(3 * _wait.STREAK):
             _busy(0.0002)  # time.sleep is the stand-in here
             writer.append(i)
             assert cursor.wait(1.0)
@@ -80,7 +80,7 @@ def test_a_wait_that_sleeps_ends_the_streak(pauses: list[float]) -> None:
     writer, log = AtomicLog.new_claimed(retained=1 << 16, segment=1 << 12, dtype=np.int64)
     with log, writer:
         cursor = log.cursor("newest")
-        for _ in range(_cursor._STREAK):  # one short of lingering
+        for _ in range(_wait.STREAK):  # one short of lingering
             writer.extend(np.arange(100))
             cursor.wait(1.0)
             cursor.poll()
@@ -95,7 +95,7 @@ def test_lingering_never_risks_the_window(pauses: list[float]) -> None:
     writer, log = AtomicLog.new_claimed(retained=256, segment=64, dtype=np.int64)
     with log, writer:
         cursor = log.cursor("newest")
-        for _ in range(3 * _cursor._STREAK):
+        for _ in range(3 * _wait.STREAK):
             writer.extend(np.arange(100))
             cursor.wait(1.0)
             assert cursor.poll().missed == 0
@@ -106,7 +106,7 @@ def test_lingering_never_outlasts_the_timeout(pauses: list[float]) -> None:
     writer, log = AtomicLog.new_claimed(retained=1 << 16, segment=1 << 12, dtype=np.int64)
     with log, writer:
         cursor = log.cursor("newest")
-        for _ in range(_cursor._STREAK + 3):
+        for _ in range(_wait.STREAK + 3):
             writer.extend(np.arange(100))
             assert cursor.wait(0.0002, linger=0.5)
             cursor.poll()
@@ -118,7 +118,7 @@ def test_wait_async_lingers_as_wait_does(pauses: list[float]) -> None:
 
     async def follow() -> None:
         cursor = log.cursor("newest")
-        for _ in range(_cursor._STREAK + 2):
+        for _ in range(_wait.STREAK + 2):
             writer.extend(np.arange(100))
             assert await cursor.wait_async(1.0)
             cursor.poll()
@@ -196,12 +196,26 @@ def test_a_follower_of_a_fast_writer_in_another_process_sees_everything_in_fewer
 def test_how_long_a_follower_lingers(
     waiting: int, since: float, timeout: float | None, expected: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(_wait.time, "monotonic", lambda: 100.0 + since)
+    pace = _wait.Pace()
+    pace.returned = 100.0
+    pace.streak = _wait.STREAK  # this wait makes the streak long enough
+    assert pace.pause(waiting, _wait.LINGER, timeout, 1 << 16) == pytest.approx(expected)
+    pace.streak = _wait.STREAK - 1  # one short of a streak: never
+    assert pace.pause(waiting, _wait.LINGER, timeout, 1 << 16) == 0.0
+
+
+def test_a_snapshot_kept_behind_by_a_fast_writer_lingers_too(pauses: list[float]) -> None:
     writer, log = AtomicLog.new_claimed(retained=1 << 16, segment=1 << 12, dtype=np.int64)
     with log, writer:
-        cursor = log.cursor("newest")
-        monkeypatch.setattr(_cursor.time, "monotonic", lambda: 100.0 + since)
-        cursor._returned = 100.0
-        cursor._streak = _cursor._STREAK + 1
-        assert cursor._pause(waiting, _cursor.LINGER, timeout) == pytest.approx(expected)
-        cursor._streak = _cursor._STREAK  # one short of a streak: never
-        assert cursor._pause(waiting, _cursor.LINGER, timeout) == 0.0
+        snap = log.snapshot()
+        for round_ in range(_wait.STREAK + 4):
+            writer.extend(np.arange(100))
+            assert snap.wait(1.0)
+            snap.refresh()
+            if round_ < _wait.STREAK:
+                assert pauses == []
+        assert 1 <= len(pauses) <= 4  # as for a cursor
+        writer.extend(np.arange(100))
+        assert snap.wait(1.0, linger=0)  # turned off for this wait
+        assert len(pauses) <= 4
