@@ -250,14 +250,12 @@ class Reader:
         a wait that finds records already there may linger (``_wait.Pace``)."""
         timeout = _wait.check_seconds(timeout)
         if pace is not None:
-            waiting = self.end() - position
-            if waiting > 0:
-                pause = pace.pause(waiting, linger, timeout, self.layout.retained_capacity)
+            pause = self._pause(position, timeout, pace, linger)
+            if pause is not None:  # records already there
                 if pause:
                     time.sleep(pause)
                 pace.returned = time.monotonic()
                 return True
-            pace.streak = 0
         if self._waits is False:
             self.words[0]  # raises LogClosedError on a closed reader
             self._waits = _wait.WaitRegion.open(self.name, self.layout.nonce)
@@ -273,6 +271,15 @@ class Reader:
             pace.returned = time.monotonic()
         return found
 
+    def _pause(self, position: int, timeout: float | None, pace: _wait.Pace, linger: float) -> float | None:
+        """With records beyond ``position`` already there, how long a wait lingers first
+        (``_wait.Pace``); None, ending the follower's streak, if there are none."""
+        waiting = self.end() - position
+        if waiting <= 0:
+            pace.streak = 0
+            return None
+        return pace.pause(waiting, linger, timeout, self.layout.retained_capacity)
+
     def writer_active(self) -> bool:
         """Whether some writer holds the claim on this log now (taking nothing, writing nothing)."""
         try:
@@ -287,14 +294,12 @@ class Reader:
         """``wait_beyond()`` for asyncio: the event loop never blocks."""
         timeout = _wait.check_seconds(timeout)
         if pace is not None:
-            waiting = self.end() - position
-            if waiting > 0:
-                pause = pace.pause(waiting, linger, timeout, self.layout.retained_capacity)
+            pause = self._pause(position, timeout, pace, linger)
+            if pause is not None:  # records already there
                 if pause:
                     await asyncio.sleep(pause)
                 pace.returned = time.monotonic()
                 return True
-            pace.streak = 0
         waiter = self._waiter
         if waiter is None:
             waiter = self._waiter = _wait.AsyncWaker(self.name, self.end, self.wait_beyond)
