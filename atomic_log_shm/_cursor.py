@@ -22,7 +22,6 @@ from ._reader import Reader
 from ._snapshot import Snapshot, data_frame
 
 _CLAIM_LOOK = 0.5  # seconds between looks at the claim in wait_async(until_writer_gone=True)
-LINGER = _wait.LINGER
 
 
 class Poll:
@@ -127,7 +126,7 @@ class Cursor:
         self._position = reached; return batch  # noqa: E702  # fmt: skip
 
     def wait(
-        self, timeout: float | None = None, *, until_writer_gone: bool = False, linger: float = LINGER
+        self, timeout: float | None = None, *, until_writer_gone: bool = False, linger: float = _wait.LINGER
     ) -> bool:
         """Block, using no CPU, until there is something to poll or the time is up.
 
@@ -145,18 +144,18 @@ class Cursor:
         Only after 8 such waits in a row, while records come faster than 100,000 a second,
         never past ``timeout``, and never so long that more than a quarter of the retained
         window could arrive meanwhile. ``linger=0`` turns it off."""
-        if linger is not LINGER:
+        if linger is not _wait.LINGER:
             linger = _wait.check_linger(linger)
         return self._reader.wait_beyond(self._position, timeout, until_writer_gone, self._pace, linger)
 
     async def wait_async(
-        self, timeout: float | None = None, *, until_writer_gone: bool = False, linger: float = LINGER
+        self, timeout: float | None = None, *, until_writer_gone: bool = False, linger: float = _wait.LINGER
     ) -> bool:
         """``wait()`` for asyncio: never blocks the event loop. True if there is news.
 
         With ``until_writer_gone=True`` it returns False within about a second once no
         writer holds the claim, and it lingers, as ``wait()`` does."""
-        if linger is not LINGER:
+        if linger is not _wait.LINGER:
             linger = _wait.check_linger(linger)
         reader = self._reader
         if not until_writer_gone:

@@ -142,7 +142,7 @@ class Pace:
 
 def check_linger(value: object) -> float:
     """``linger`` as seconds; InvalidArgumentError unless a number >= 0 (None is 0)."""
-    return 0.0 if value is None else check_seconds(value, "linger") or 0.0
+    return check_seconds(value, "linger") or 0.0
 
 
 def wait_mode(mode: int) -> int:

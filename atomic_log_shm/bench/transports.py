@@ -28,7 +28,6 @@ def _read_ours(cfg: dict[str, Any], f: Follow) -> dict[str, Any]:
     log = AtomicLog.attach(cfg["name"])
     try:
         snap = log.snapshot()
-        cap = log.segment_capacity
         words, lat, pc = f.words, f.lat, time.perf_counter
         wait = snap.wait if cfg.get("wait") else None  # block instead of spinning
         start = end = snap.end
@@ -44,9 +43,8 @@ def _read_ours(cfg: dict[str, Any], f: Follow) -> dict[str, Any]:
                 if lat is not None:
                     now = pc()
                     for chunk in reversed(tuple(snap.chunks())):
-                        base = chunk.sequence * cap
-                        f.record(chunk.values[max(end - base, 0) :], now)
-                        if base <= end:
+                        f.record(chunk.values[max(end - chunk.start, 0) :], now)
+                        if chunk.start <= end:
                             break
                 end = new
             polls += 1
