@@ -15,7 +15,7 @@ from types import FrameType
 import numpy as np
 import pytest
 from support import SHM, regions_of
-from test_interrupts import Interrupter, run_traced
+from test_interrupts import Interrupter, interrupt_at_every_line, run_traced
 from test_wakeups import _wait_in_child
 
 import atomic_log_shm
@@ -91,30 +91,25 @@ def test_an_interrupt_at_any_line_of_unlink_never_marks_a_log_that_still_has_its
     log_name: Callable[[], str],
 ) -> None:
     files = {os.path.join(PACKAGE, f) for f in ("_log.py", "_shm.py", "_header.py", "_wait.py")}
-    counter = Interrupter(files, None)
     name = log_name()
 
-    def make() -> tuple[AtomicLog, AtomicLog, Snapshot]:
+    def once(at: int | None) -> tuple[bool, int]:
         writer, log = AtomicLog.new_claimed(name=name, retained=8, segment=4, dtype=np.int64)
         with writer:
             writer.extend(range(10))
         reader = AtomicLog.attach(name)
-        return log, reader, reader.snapshot()
-
-    log, reader, snap = make()
-    assert not run_traced(log.unlink, counter)
-    reader.close()
-    log.close()
-    assert counter.lines > 10
-    for at in range(counter.lines):
-        log, reader, snap = make()
+        snap = reader.snapshot()
+        tracer = Interrupter(files, at)
         with log, reader:
-            assert run_traced(log.unlink, Interrupter(files, at))
-            if os.path.exists(f"/dev/shm/{name}"):
+            interrupted = run_traced(log.unlink, tracer)
+            if os.path.exists(os.path.join(SHM, name)):
                 snap.refresh()  # still named: never marked, still readable
                 assert snap.to_numpy().tolist() == list(range(10))
             log.unlink()  # finishes the removal (it may find nothing left to mark)
-            assert not os.path.exists(f"/dev/shm/{name}")
+            assert not os.path.exists(os.path.join(SHM, name))
+        return interrupted, tracer.lines
+
+    interrupt_at_every_line(once, more_than=10)
 
 
 def test_a_removal_during_a_rollover_is_marked_even_if_the_head_store_comes_after(

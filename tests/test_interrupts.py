@@ -86,6 +86,15 @@ def _forget_handled_exception() -> None:
     set_handled(None)
 
 
+def interrupt_at_every_line(once: Callable[[int | None], tuple[bool, int]], more_than: int) -> None:
+    """``once(None)`` runs a case untraced and says how many line events it made; then
+    ``once(at)`` must be interrupted at each of them (``once`` checks the invariants)."""
+    _, lines = once(None)
+    assert lines > more_than
+    for at in range(lines):
+        assert once(at)[0], at
+
+
 def check_log(log: AtomicLog, low: int, high: int) -> int:
     """Records shown equal their positions, contiguous, ending between ``low`` and
     ``high``, in-process and from a fresh attach. Returns the end."""
@@ -173,11 +182,7 @@ def interrupt_once(name: str, operation: Callable[[Writer], int], at: int | None
 def test_an_interrupt_at_any_line_of_a_write_leaves_the_log_whole(
     log_name: Callable[[], str], operation: Callable[[Writer], int]
 ) -> None:
-    _, lines = interrupt_once(log_name(), operation, None)
-    assert lines > 10
-    for at in range(lines):
-        interrupted, _ = interrupt_once(log_name(), operation, at)
-        assert interrupted, at
+    interrupt_at_every_line(lambda at: interrupt_once(log_name(), operation, at), more_than=10)
 
 
 # -- the read side: a view is the old one or the new one; a cursor hands out no position twice
@@ -222,10 +227,7 @@ def test_an_interrupt_at_any_line_of_refresh_leaves_the_old_view_or_the_new(
                 assert view_of(snap) == new
         return interrupted, tracer.lines
 
-    _, lines = once(None)
-    assert lines > 5
-    for at in range(lines):
-        assert once(at)[0], at
+    interrupt_at_every_line(once, more_than=5)
 
 
 @pytest.mark.parametrize(
@@ -267,10 +269,7 @@ def test_an_interrupt_at_any_line_of_poll_never_hands_a_position_out_twice(
                 assert seen[-1] == writer.end - 1
         return interrupted, tracer.lines
 
-    _, lines = once(None)
-    assert lines > 5
-    for at in range(lines):
-        assert once(at)[0], at
+    interrupt_at_every_line(once, more_than=5)
 
 
 # -- waiting: after an interrupt anywhere in wait(), waiting still works, here and elsewhere
