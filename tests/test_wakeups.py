@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from test_follow import _publish_later
 
 from atomic_log_shm import AtomicLog, LogNotFoundError, _wait
 
@@ -230,19 +231,10 @@ def test_without_the_fence_waiters_still_wake_and_sleep_in_short_slices(
         assert cursor.wait(0.05) is False
         assert time.monotonic() - began < 0.5
         ctx = mp.get_context("fork")
-        child = ctx.Process(target=_append_after, args=(log.name, 0.1))
+        child = ctx.Process(target=_publish_later, args=(log.name, 0.1))
         writer.close()
         child.start()
         assert cursor.wait(5.0)
         child.join()
         assert region.words[_wait.FENCED_WORD] == int(_wait.MEMBARRIER)  # the new writer's claim
         region.close()
-
-
-def _append_after(name: str, delay: float) -> None:
-    log = AtomicLog.attach(name)
-    writer = log.try_claim_writer()
-    assert writer is not None
-    time.sleep(delay)
-    writer.append(1)
-    writer.close()
