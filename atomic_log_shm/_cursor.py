@@ -21,8 +21,6 @@ from ._errors import InvalidArgumentError, NotPicklableError
 from ._reader import Reader
 from ._snapshot import Snapshot, data_frame
 
-_CLAIM_LOOK = 0.5  # seconds between looks at the claim in wait_async(until_writer_gone=True)
-
 
 class Poll:
     """What one ``Cursor.poll()`` found: ``len(poll)`` is the number of new records."""
@@ -163,10 +161,11 @@ class Cursor:
         timeout = _wait.check_seconds(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:  # in slices, looking at the claim between them (no writes, no locks)
-            left = _CLAIM_LOOK if deadline is None else min(_CLAIM_LOOK, deadline - time.monotonic())
+            look = _wait.LOOK_EVERY
+            left = look if deadline is None else min(look, deadline - time.monotonic())
             if await reader.wait_beyond_async(self._position, max(left, 0.0), self._pace, linger):
                 return True
-            if not reader.writer_active() or left < _CLAIM_LOOK:
+            if not reader.writer_active() or left < look:
                 return False
 
     def __reduce__(self) -> Any:

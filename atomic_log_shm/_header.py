@@ -3,8 +3,11 @@
 A log named ``NAME`` is one header region ``/NAME`` plus one region per live segment
 (see ``_shm.py`` for their names). The header is written in full by the creator before the
 magic is stored; after that only ``head``, ``writer_pid``, ``released_ns`` and the slots
-ever change, and only the writer changes them, except that whoever removes the log stores
-``GONE`` in ``head`` once its names are gone. Readers map it read-only.
+ever change, and only the writer changes them (``_writer`` the slots and ``head``, its
+claim, ``_claim``, ``writer_pid``, ``released_ns`` and ``held_token``), except that whoever
+removes the log stores ``GONE`` in ``head`` once its names are gone (``mark_gone``).
+Readers map it read-only and load its words through ``_reader``, ``_snapshot`` (the
+refresh's hot path) and ``_info``, at the indices this module gives.
 
     offset        size  field              written by          read by
     0             8     magic              creator (last)      attach
@@ -21,7 +24,8 @@ ever change, and only the writer changes them, except that whoever removes the l
     72            8     writer_pid         claim               info() only
     80            8     created_ns         creator             info() only
     88            8     released_ns        claim, at release   info() only (0: never)
-    96            32    reserved (zero)    -                   -
+    96            8     held_token         claim               writer_active (0: none)
+    104           24    reserved (zero)    -                   -
     128           32*n  slots[n]           writer              every read (_reader)
         +0        8       epoch            writer, rollover    validated before and after
         +8        8       start            writer, rollover    the position of record 0
@@ -72,7 +76,8 @@ FIXED = np.dtype(
         ("writer_pid", "<i8"),
         ("created_ns", "<i8"),
         ("released_ns", "<i8"),
-        ("reserved", "<i8", (4,)),
+        ("held_token", "<i8"),
+        ("reserved", "<i8", (3,)),
     ]
 )
 SLOT = np.dtype([("epoch", "<i8"), ("start", "<i8"), ("count", "<i8"), ("token", "<i8")])
@@ -93,6 +98,7 @@ HEAD_WORD = _offset(FIXED, "head") // WORD
 PID_WORD = _offset(FIXED, "writer_pid") // WORD
 CREATED_WORD = _offset(FIXED, "created_ns") // WORD
 RELEASED_WORD = _offset(FIXED, "released_ns") // WORD
+HELD_WORD = _offset(FIXED, "held_token") // WORD
 _SLOTS_WORD = FIXED.itemsize // WORD
 _WORDS_PER_SLOT = SLOT.itemsize // WORD
 _EPOCH = _offset(SLOT, "epoch") // WORD
@@ -105,6 +111,8 @@ GONE = -2
 """``head`` of a removed log: every read then raises LogNotFoundError, with no cost to the
 hot paths (a refresh that finds the head moved takes its slow path, which says why)."""
 
+MAX_POSITION = (1 << 63) - 1
+"""Positions are int64: a segment's start, and its start plus its count, stay at most this."""
 MAX_DTYPE_SIZE = 1 << 16  # a larger description is taken as damage, not parsed
 MAX_SEGMENT_BYTES = 1 << 40
 MAX_SLOTS = 1 << 20
@@ -227,8 +235,9 @@ def write_header(region: mmap.mmap, layout: Layout, created_ns: int, start: int,
     region[0 : len(MAGIC)] = MAGIC  # last: attach() refuses the region until everything above is there
 
 
-def read_nonce(region: mmap.mmap) -> int | None:
-    """The nonce of the log in ``region``, or None if it carries no log header."""
+def read_nonce(region: bytes | mmap.mmap) -> int | None:
+    """The nonce of the log whose header begins with ``region`` (a map, or its first bytes),
+    or None if it carries no log header."""
     if len(region) < FIXED.itemsize or region[0:8] != MAGIC:
         return None
     at = _offset(FIXED, "nonce")
@@ -246,7 +255,20 @@ def mark_gone(region: mmap.mmap) -> None:
     memoryview(region)[: FIXED.itemsize].cast("q")[HEAD_WORD] = GONE
 
 
-def read_layout(region: mmap.mmap, what: str) -> Layout:
+def declared_size(fixed: bytes) -> int:
+    """The size of the header whose first ``FIXED.itemsize`` bytes are ``fixed``, as its
+    fields declare it (``read_layout`` checks them); ``FIXED.itemsize`` if they declare
+    nothing sensible, so that a reader maps no more than a header can be."""
+    if len(fixed) < FIXED.itemsize:
+        return FIXED.itemsize
+    fields = np.frombuffer(fixed[: FIXED.itemsize], FIXED)[0]
+    slots, dtype_size = int(fields["slot_count"]), int(fields["dtype_size"])
+    if not (0 < slots <= MAX_SLOTS and 0 < dtype_size <= MAX_DTYPE_SIZE):
+        return FIXED.itemsize
+    return header_size(slots, dtype_size)
+
+
+def read_layout(region: bytes | mmap.mmap, what: str) -> Layout:
     """Validate a mapped header and return its layout; raise if it is not a sound log header.
 
     ``what`` names the region in error messages. Every field is checked against the others

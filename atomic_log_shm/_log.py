@@ -3,11 +3,11 @@ snapshots, cursors and ``info()``; reading is ``_reader``'s business, writing ``
 
 from __future__ import annotations
 
+import errno
 import numbers
 import os
 import platform
 import secrets
-import stat
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _claim, _header, _info, _segment, _shm, _wait
+from . import _claim, _header, _info, _remove, _segment, _shm, _wait
 from ._cursor import Cursor, Poll
 from ._errors import (
     ClaimHeldError,
@@ -25,9 +25,11 @@ from ._errors import (
     LogMismatchError,
     LogNotFoundError,
     NotALogError,
+    OutOfSpaceError,
     UnsupportedPlatformError,
 )
 from ._reader import Reader
+from ._remove import remove_log as remove_log  # public through atomic_log_shm
 from ._snapshot import Snapshot
 from ._writer import Writer
 
@@ -45,11 +47,16 @@ def _check_platform() -> None:
         )
 
 
-def _check_position(value: object, what: str) -> int:
+def _check_position(value: object, what: str, segment: int) -> int:
+    """A position where a segment of ``segment`` records may start: positions are int64."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InvalidArgumentError(f"{what} must be an int, not {type(value).__name__}")
-    if value < 0:
-        raise InvalidArgumentError(f"{what} must be a position >= 0, got {value}")
+    if not 0 <= int(value) <= _header.MAX_POSITION - segment:
+        raise InvalidArgumentError(
+            f"{what} must be a position from 0 to {_header.MAX_POSITION - segment}, got {value}: "
+            f"positions are int64, and a segment of {segment} records starting there must end by "
+            f"{_header.MAX_POSITION}"
+        )
     return int(value)
 
 
@@ -113,7 +120,7 @@ class AtomicLog:
         dt = _header.check_dtype(dtype)
         name = _shm.check_name(name) if name is not None else f"alog-{os.getpid()}-{secrets.token_hex(6)}"
         mode = _check_mode(mode)
-        start = _check_position(start, "start")
+        start = _check_position(start, "start", segment_capacity)
         _check_platform()
         if segment_capacity * dt.itemsize > _header.MAX_SEGMENT_BYTES:
             raise InvalidArgumentError(f"a segment of {segment_capacity} x {dt.itemsize} bytes is too large")
@@ -124,6 +131,9 @@ class AtomicLog:
             )
         layout = _header.new_layout(secrets.randbits(64), retained_capacity, segment_capacity, dt)
         try:
+            room = _room_for(name, layout)
+            if room is not None and not (exist_ok and _shm.identity(_shm.header_path(name))):
+                raise room
             return cls._create(name, layout, mode, start)
         except LogExistsError:
             if not exist_ok:
@@ -142,8 +152,9 @@ class AtomicLog:
     @classmethod
     def _create(cls, name: str, layout: _header.Layout, mode: int, start: int) -> AtomicLog:
         path = _shm.header_path(name)
-        fd, region = _shm.create(path, layout.header_size, mode)
-        os.close(fd)
+        file, region = _shm.create_mapped(path, layout.header_size, mode)
+        identity = os.fstat(file.fileno())
+        file.close()
         token = None
         try:
             first = _segment.create(name, layout, 0, mode)
@@ -161,6 +172,12 @@ class AtomicLog:
             raise
         finally:
             region.close()
+        # remove_log(name) running meanwhile removes regions no complete header names: if it
+        # took any of these, it took the log (docs/design.md, "Lifetime and cleanup").
+        made = [_shm.segment_path(name, layout.nonce, 0, token), _shm.wait_path(name, layout.nonce)]
+        if any(_shm.identity(p) is None for p in [*made, _shm.claim_path(name, layout.nonce)]):
+            _remove.unlink_log(name, (identity.st_dev, identity.st_ino), layout.nonce)
+            raise LogNotFoundError(f"log {name!r} was removed while it was being made")
         return cls(name, _nonce=layout.nonce, _owner=True)
 
     def _check_matches(self, dtype: np.dtype[Any], retained: int, segment: int) -> None:
@@ -252,7 +269,7 @@ class AtomicLog:
         """
         reader = self._reader
         reader.words[0]  # raises LogClosedError on a closed handle
-        claim = _claim.Claim.try_acquire(reader.name, reader.layout.nonce)
+        claim = _claim.Claim.try_acquire(reader.name, reader.layout)
         if claim is None:
             return None
         return Writer(reader.name, reader.layout, self, claim, claim.mode)  # segments get the header's mode
@@ -323,19 +340,14 @@ class AtomicLog:
         """Remove the log's names from the system (nothing of it stays in /dev/shm).
 
         Processes that have it mapped keep what they mapped; nobody can attach any more,
-        and its writer stops at its next rollover. Idempotent. The header removed is the
-        one this handle opened (by inode), even if its bytes were damaged since. A name
-        that cannot be removed does not stop the others (see ``remove_log``).
+        every read of it in every process raises LogNotFoundError, and its writer stops at
+        its next rollover. Idempotent. The log removed is the one this handle opened (by
+        its header's inode), even if its bytes were damaged since; a newer log of the same
+        name is left alone. A name that cannot be removed does not stop the others (see
+        ``remove_log``).
         """
         reader = self._reader
-        paths = [p for nonce, _, p in _shm.regions(reader.name) if nonce == reader.layout.nonce]
-        header = _shm.header_path(reader.name)
-        # The header this handle opened, known by its inode, not by what its bytes say now
-        # (they may be damaged); a newer log of the same name is left alone. Last, so a
-        # failure above leaves it to find the rest by.
-        if _shm.identity(header) == reader.identity:
-            paths.append(header)
-        _unlink_marking(paths, reader.name, reader.identity)
+        _remove.unlink_log(reader.name, reader.identity, reader.layout.nonce)
 
     def __enter__(self) -> AtomicLog:
         return self
@@ -361,62 +373,50 @@ def _reattach(name: str, nonce: int) -> AtomicLog:
     return AtomicLog(name, _nonce=nonce)
 
 
-def remove_log(name: str) -> int:
-    """Remove log ``name`` from the system: its header and every segment region of any log
-    of that name, including segments orphaned by crashed writers. Returns how many regions
-    were removed. Mapped views elsewhere stay valid.
 
-    Raises LogNotFoundError if nothing of that name exists, and NotALogError (removing
-    nothing) if ``name`` is a shared-memory region that is not a log and has no segments.
-    A name that cannot be removed (a directory planted there, another user's file) does
-    not stop the others: everything removable is removed, then AccessDeniedError or
-    NotALogError is raised for the first that was not.
-    """
-    name = _shm.check_name(name)
-    path = _shm.header_path(name)
-    segment_paths = [p for _, _, p in _shm.regions(name)]
+def _room_for(name: str, layout: _header.Layout) -> OutOfSpaceError | None:
+    """The error for a log that cannot fit, or None: its regions (header, every segment of
+    the window plus the writer's spare, wait region) must fit in /dev/shm's size and free
+    space, and in the memory available (to this process's cgroup, if it has a limit)."""
+    need = layout.header_size + (layout.slot_count + 1) * layout.segment_bytes + _wait.SIZE
+    fs = os.statvfs(_shm.SHM_DIR)
+    limits = {
+        f"{_shm.SHM_DIR} holds": fs.f_blocks * fs.f_frsize,
+        f"{_shm.SHM_DIR} has free": fs.f_bavail * fs.f_frsize,
+        "the memory available is": _memory_available(),
+    }
+    for what, have in limits.items():
+        if have is not None and need > have:
+            return OutOfSpaceError(
+                errno.ENOSPC,
+                f"log {name!r}: {layout.slot_count + 1} segments of {layout.segment_bytes:,} bytes "
+                f"(retained={layout.retained_capacity}, segment={layout.segment_capacity}, "
+                f"{layout.dtype.itemsize}-byte records) needs {need:,} bytes, and {what} {have:,}: "
+                "use a smaller window (retained), or free or add memory",
+            )
+    return None
+
+
+def _memory_available() -> int | None:
+    """Bytes of memory available now: MemAvailable, or less if this process's cgroup
+    (v2) has a lower limit left. None where neither can be read."""
+    found = []
     try:
-        header_mode: int | None = os.lstat(os.path.join(_shm.SHM_DIR, name)).st_mode
-    except FileNotFoundError:
-        header_mode = None
-    if header_mode is not None and not stat.S_ISREG(header_mode):
-        _shm.unlink_every(segment_paths)  # a directory or such at NAME is not ours to remove
-        raise NotALogError(f"{_shm.SHM_DIR}/{name} is not a shared-memory region; not removed")
-    if header_mode is not None:
-        region = _shm.open_read(path)
-        is_log = region is not None and _header.read_nonce(region) is not None
-        if region is not None:
-            region.close()
-        if not is_log and not segment_paths:
-            raise NotALogError(f"{_shm.SHM_DIR}/{name} is not an atomic-log-shm log; not removed")
-    elif not segment_paths:
-        raise LogNotFoundError(f"no log named {name!r}")
-    return _unlink_marking(segment_paths + ([path] if header_mode is not None else []), name, None)
-
-
-def _unlink_marking(paths: list[str], name: str, expected: tuple[int, int] | None) -> int:
-    """``_shm.unlink_every(paths)``, then store GONE in the head of the header that was at
-    ``name`` (if it is the one ``expected``, when given) once that name no longer refers
-    to it, and wake its waiters: refresh(), poll() and wait() in every process then raise
-    LogNotFoundError at once. Without write access to the header, they find out by looking
-    (within about a second)."""
-    header = _shm.header_path(name)
-    opened = _shm.open_header_writable(header, _header.FIXED.itemsize)
-    waits = None
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
     try:
-        if opened is not None:
-            nonce = _header.read_nonce(opened[0])
-            waits = None if nonce is None else _wait.WaitRegion.open(name, nonce)
-        return _shm.unlink_every(paths)
-    finally:
-        if opened is not None:
-            region, identity = opened
-            try:
-                if identity == (expected or identity) and _shm.identity(header) != identity:
-                    _header.mark_gone(region)
-                    if waits is not None:
-                        waits.wake()  # after the mark: a waiter woken looks, and raises
-            finally:
-                region.close()
-                if waits is not None:
-                    waits.close()
+        with open("/proc/self/cgroup") as cgroup:
+            path = next(line[3:].strip() for line in cgroup if line.startswith("0::"))
+        folder = os.path.join("/sys/fs/cgroup", path.lstrip("/"))
+        with open(os.path.join(folder, "memory.max")) as limit:
+            top = limit.read().strip()
+        if top != "max":
+            with open(os.path.join(folder, "memory.current")) as used:
+                found.append(int(top) - int(used.read()))
+    except (OSError, ValueError, StopIteration):
+        pass
+    return min(found) if found else None

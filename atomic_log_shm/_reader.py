@@ -49,8 +49,18 @@ from typing import Any, TypeVar
 import numpy as np
 
 from . import _claim, _segment, _shm, _wait
-from ._errors import AtomicLogError, CorruptLogError, LogClosedError, LogNotFoundError
-from ._header import GONE, HEAD_WORD, PID_WORD, Layout, Words, read_layout, read_nonce
+from ._errors import AtomicLogError, CorruptLogError, LogClosedError, LogNotFoundError, NotALogError
+from ._header import (
+    FIXED,
+    GONE,
+    HEAD_WORD,
+    HELD_WORD,
+    Layout,
+    Words,
+    declared_size,
+    read_layout,
+    read_nonce,
+)
 from ._segment import Records
 
 _T = TypeVar("_T")
@@ -82,10 +92,19 @@ class Reader:
     words: Words
 
     def __init__(self, name: str, nonce: int | None = None) -> None:
-        opened = _shm.open_read_identified(_shm.header_path(name))
+        path = _shm.header_path(name)
+        opened = _shm.open_region(path)
         if opened is None:
             raise LogNotFoundError(f"no log named {name!r} (nothing at {_shm.SHM_DIR}/{name})")
-        region, self.identity = opened  # (device, inode): which header this handle reads
+        file, st = opened
+        with file:
+            if st.st_size < FIXED.itemsize:  # empty only while its creator reserves its memory
+                raise NotALogError(f"{_shm.SHM_DIR}/{name} is {st.st_size} bytes: too small for a log header")
+            # Map only what the header says it is, at most: a file planted under the name
+            # may be huge (and sparse).
+            size = declared_size(os.pread(file.fileno(), FIXED.itemsize, 0))
+            region = _shm.map_file(file, path, min(size, st.st_size))
+        self.identity = (st.st_dev, st.st_ino)  # which header this handle reads
         try:
             layout = read_layout(region, f"log {name!r}")
             if nonce is not None and layout.nonce != nonce:
@@ -214,13 +233,8 @@ class Reader:
 
     def exists(self) -> bool:
         """Whether this log still has its name (and it was not given to another log)."""
-        region = _shm.open_read(_shm.header_path(self.name))
-        if region is None:
-            return False
-        try:
-            return read_nonce(region) == self.layout.nonce
-        finally:
-            region.close()
+        fixed = _shm.read_region(_shm.header_path(self.name), FIXED.itemsize)
+        return fixed is not None and read_nonce(fixed) == self.layout.nonce
 
     def _stuck(self, first: int, last: int) -> AtomicLogError:
         """The error for a reader that never found the head segment whole."""
@@ -281,12 +295,10 @@ class Reader:
         return pace.pause(waiting, linger, timeout, self.layout.retained_capacity)
 
     def writer_active(self) -> bool:
-        """Whether some writer holds the claim on this log now (taking nothing, writing nothing)."""
-        try:
-            return _claim.held(self.name, self.layout.nonce)
-        except OSError:  # no /proc/locks here, or the log is gone: the recorded pid is the best guess
-            pid = self.words[PID_WORD]
-            return pid != 0 and _alive(pid)
+        """Whether some writer holds the claim on this log now (taking nothing, writing
+        nothing, in any pid namespace: ``_claim.held``)."""
+        # Pairs with the claim's token store, made after it locked the held region.
+        return _claim.held(self.name, self.layout.nonce, self.words[HELD_WORD])
 
     async def wait_beyond_async(
         self, position: int, timeout: float | None, pace: _wait.Pace | None = None, linger: float = 0.0
@@ -322,13 +334,3 @@ class Reader:
                 self._waits.close()
             self._waits = None
 
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (a recorded pid may since have been reused)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, as another user's process
-    return True

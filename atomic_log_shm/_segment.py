@@ -8,9 +8,8 @@ record scalar) still refers to it, even after the writer unlinked the region's n
 
 from __future__ import annotations
 
+import io
 import mmap
-import os
-import secrets
 from collections import deque
 from typing import Any
 
@@ -18,57 +17,47 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _shm
-from ._errors import CorruptLogError, LogExistsError
+from ._errors import CorruptLogError, LogExistsError, LogNotFoundError
 from ._header import Layout
 
 Records = npt.NDArray[Any]
-
-# Names tried before giving up on making or renaming a region. A name is taken only if
-# someone guessed 64 random bits, so a second try already means a same-user process that
-# watches the listing; the limit keeps a broken file system from looping for ever.
-_NAME_TRIES = 8
-
-
-def new_token() -> int:
-    """64 random bits for a segment region's name, as the int64 its slot holds."""
-    return secrets.randbits(64) - (1 << 63)
-
 
 def create(name: str, layout: Layout, seq: int, mode: int) -> Region:
     """Make segment ``seq`` (reserved, zeroed, its pages mapped) for the writer, under a
     name nobody holds: a name that exists (planted by another process) is never taken
     over; another token is drawn. Raises before any change to the log if the region cannot
     be made (OutOfSpaceError)."""
-    for _ in range(_NAME_TRIES):
-        token = new_token()
+    for _ in range(_shm.NAME_TRIES):
+        token = _shm.new_token()
         path = _shm.segment_path(name, layout.nonce, seq, token)
         try:
-            fd, region = _shm.create(path, layout.segment_bytes, mode, mmap.MAP_SHARED | mmap.MAP_POPULATE)
+            flags = mmap.MAP_SHARED | mmap.MAP_POPULATE
+            file, region = _shm.create_mapped(path, layout.segment_bytes, mode, flags)
         except LogExistsError:
             continue
-        return Region(seq, token, fd, region, layout)
+        return Region(seq, token, file, region, layout)
     raise LogExistsError(
-        f"cannot make segment {seq} of log {name!r}: {_NAME_TRIES} random names in a row exist already"
+        f"cannot make segment {seq} of log {name!r}: {_shm.NAME_TRIES} random names in a row exist already"
     )
 
 
 class Region:
-    """A segment as the writer holds it: its number, the token in its name, a descriptor,
-    its mapping and a writable array of records viewing the mapping."""
+    """A segment as the writer holds it: its number, the token in its name, the region
+    opened read-write (for the lock test of ``_shm.unshared``), its mapping and a writable
+    array of records viewing the mapping."""
 
-    __slots__ = ("array", "fd", "map", "seq", "token")
+    __slots__ = ("array", "file", "map", "seq", "token")
 
-    def __init__(self, seq: int, token: int, fd: int, region: mmap.mmap, layout: Layout) -> None:
+    def __init__(self, seq: int, token: int, file: io.FileIO, region: mmap.mmap, layout: Layout) -> None:
         self.seq = seq
         self.token = token
-        self.fd = fd
+        self.file = file
         self.map = region
         self.array = np.frombuffer(region, layout.dtype, count=layout.segment_capacity)
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        """Close the descriptor; the mapping lives as long as the arrays on it. Idempotent."""
+        self.file.close()
 
 
 _KEEP = 64  # the most segments a writer keeps open for reuse: two descriptors each
@@ -105,7 +94,7 @@ class WriterSegments:
         """Segment ``seq`` for the writer, its old pages reused if nobody else holds them.
         Raises (changing nothing) if it cannot be made; the next call tries again."""
         spare, self._spare = self._spare, None
-        if spare is not None and spare.seq == seq and _shm.unshared(spare.fd):
+        if spare is not None and spare.seq == seq and _shm.unshared(spare.file.fileno()):
             region = spare
         else:
             if spare is not None:
@@ -129,8 +118,8 @@ class WriterSegments:
             region = live.popleft()
             nonce = self._layout.nonce
             old = _shm.segment_path(self._name, nonce, seq, region.token)
-            for _ in range(_NAME_TRIES):
-                fresh = new_token()
+            for _ in range(_shm.NAME_TRIES):
+                fresh = _shm.new_token()
                 new = _shm.segment_path(self._name, nonce, spare_seq, fresh)
                 try:
                     renamed = _shm.rename_noreplace(old, new)
@@ -173,23 +162,43 @@ class WriterSegments:
 def open_writable(name: str, layout: Layout, seq: int, token: int) -> Region:
     """Map the existing segment ``seq``, named with ``token``, read-write (a new writer's head)."""
     path = _shm.segment_path(name, layout.nonce, seq, token)
-    fd, region = _shm.open_write(path)
-    if len(region) < layout.segment_bytes:
-        os.close(fd)
-        raise CorruptLogError(f"segment {path!r} is {len(region)} bytes, short of {layout.segment_bytes}")
-    return Region(seq, token, fd, region, layout)
+    opened = _shm.open_region(path, "r+b")
+    if opened is None:
+        raise LogNotFoundError(f"segment {seq} of log {name!r} is gone ({_shm.SHM_DIR}{path})")
+    file, st = opened
+    try:
+        _check_size(path, st.st_size, layout)
+        region = _shm.map_file(file, path, layout.segment_bytes, mmap.ACCESS_WRITE)
+    except BaseException:
+        file.close()
+        raise
+    return Region(seq, token, file, region, layout)
 
 
 def open_readonly(name: str, layout: Layout, seq: int, token: int) -> Records | None:
-    """Map segment ``seq``, named with ``token``, without write permission; None once it
-    has been reclaimed."""
+    """Map segment ``seq``, named with ``token``, without write permission, under a shared
+    lock that lives as long as the map (see ``_shm.unshared``); None once it has been
+    reclaimed (or the writer holds the region's exclusive lock: it is testing a spare for
+    reuse, so the region is no longer a published segment). CorruptLogError, before
+    anything is mapped, if the region is not the size of a segment."""
     path = _shm.segment_path(name, layout.nonce, seq, token)
-    region = _shm.open_read_shared(path)  # the lock lives as long as the map: see _shm.unshared
-    if region is None:
+    opened = _shm.open_region(path)
+    if opened is None:
         return None
-    if len(region) < layout.segment_bytes:
-        raise CorruptLogError(f"segment {path!r} is {len(region)} bytes, short of {layout.segment_bytes}")
+    file, st = opened
+    with file:
+        _check_size(path, st.st_size, layout)
+        if not _shm.lock_shared(file.fileno()):
+            return None
+        region = _shm.map_file(file, path, layout.segment_bytes)
     return np.frombuffer(region, layout.dtype, count=layout.segment_capacity)
+
+
+def _check_size(path: str, size: int, layout: Layout) -> None:
+    if size != layout.segment_bytes:
+        raise CorruptLogError(
+            f"{_shm.SHM_DIR}{path} is {size} bytes, not the {layout.segment_bytes} of a segment"
+        )
 
 
 def unlink(name: str, layout: Layout, seq: int, token: int) -> None:

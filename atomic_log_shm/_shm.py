@@ -1,15 +1,20 @@
-"""Shared-memory regions: their names, creating, mapping and removing them.
+"""Shared-memory regions: their names, creating, opening, mapping and removing them.
 
-A log ``NAME`` owns the header region ``/NAME`` and segment regions
-``/NAME@<nonce>.<seq>.<token>``, a wait region ``/NAME@<nonce>.wait`` and a claim region
-``/NAME@<nonce>.claim``: ``nonce`` is 16 hex digits drawn when the log is created, ``seq``
-the segment number and ``token`` 16 hex digits the writer draws for each segment region it
-makes or renames (kept in the segment's slot). ``@`` is not allowed in log names, so no
-log's regions can be mistaken for another's, and the nonce keeps a new log from ever
-meeting the leftover segments of an earlier, crashed log of the same name. The token keeps
-anyone from planting a segment's name before the writer makes it: /dev/shm is writable by
-every local user, and a name that exists stops a create (``O_EXCL``) and a rename that
-never replaces (``rename_noreplace``), so the writer draws another token and tries again.
+A log ``NAME`` owns the header region ``/NAME`` and, named after the ``nonce`` (16 hex
+digits drawn when the log is created): segment regions ``/NAME@<nonce>.<seq>.<token>``, a
+wait region ``/NAME@<nonce>.wait``, a claim region ``/NAME@<nonce>.claim`` and, while a
+writer holds the claim, its held region ``/NAME@<nonce>.held.<token>``. ``seq`` is the
+segment number and ``token`` 16 hex digits the writer draws for each region it makes or
+renames (kept in the header). ``@`` is not allowed in log names, so no log's regions can be
+mistaken for another's, and the nonce keeps a new log from ever meeting the leftover
+regions of an earlier, crashed log of the same name. The token keeps anyone from planting a
+name before the writer makes it: /dev/shm is writable by every local user, and a name that
+exists stops a create (``O_EXCL``) and a rename that never replaces (``rename_noreplace``),
+so the writer draws another token and tries again. A remover renames a header to
+``/NAME@<random>.gone`` for the moment it takes to check which log it took (``take_away``).
+
+Every existing region is opened by ``open_region`` (never following a link, never waiting
+on a fifo, regular files only) and mapped by ``map_file`` at the size its caller expects.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import io
 import mmap
 import os
 import re
+import secrets
 import stat
 import struct
 from collections.abc import Iterator
@@ -30,7 +37,6 @@ from ._errors import (
     AccessDeniedError,
     InvalidNameError,
     LogExistsError,
-    LogNotFoundError,
     NotALogError,
     OutOfSpaceError,
     ResourceLimitError,
@@ -44,9 +50,14 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 # listed, so that cleanup removes it, but never opened.
 _REGION = re.compile(
     r"(?P<name>.+)@(?P<nonce>[0-9a-f]{16})\."
-    r"(?P<part>(?P<seq>[0-9]+)(?:\.(?P<token>[0-9a-f]{16}))?|wait|claim)"
+    r"(?P<part>(?P<seq>[0-9]+)(?:\.(?P<token>[0-9a-f]{16}))?|wait|claim|held\.[0-9a-f]{16}|gone)"
 )
 _TOKEN_MASK = (1 << 64) - 1  # a token is an int64 header word, named as its 64 bits unsigned
+
+
+def new_token() -> int:
+    """64 random bits for a region's name, as the int64 the header holds (never 0)."""
+    return secrets.randbits(64) - (1 << 63) or 1
 
 
 def check_name(name: object) -> str:
@@ -74,6 +85,10 @@ def wait_path(name: str, nonce: int) -> str:
 
 def claim_path(name: str, nonce: int) -> str:
     return f"/{name}@{nonce:016x}.claim"
+
+
+def held_path(name: str, nonce: int, token: int) -> str:
+    return f"/{name}@{nonce:016x}.held.{token & _TOKEN_MASK:016x}"
 
 
 _POSIX_IPC_MESSAGES = {
@@ -106,173 +121,95 @@ def _typed(exc: BaseException, path: str, size: int = 0) -> BaseException:
     return exc
 
 
-def create(path: str, size: int, mode: int, flags: int = mmap.MAP_SHARED) -> tuple[int, mmap.mmap]:
-    """Create a region of ``size`` bytes with its memory reserved, and map it read-write
-    with mmap ``flags``. Returns its file descriptor (the caller closes it) and the map.
-
-    On tmpfs, ftruncate() alone reserves nothing: the first store to a page that cannot be
-    had kills the process with SIGBUS. posix_fallocate() takes the pages now, so running
-    out of room is an OutOfSpaceError here, before anything is published.
-    """
+def create(path: str, mode: int) -> io.FileIO:
+    """Create the empty region ``path`` with permissions exactly ``mode``, opened read-write;
+    LogExistsError if the name exists (whatever is there: it is never opened)."""
     try:
         shm = posix_ipc.SharedMemory(path, posix_ipc.O_CREX, mode=mode, size=0)
     except posix_ipc.ExistentialError:
         raise LogExistsError(f"shared memory {path!r} already exists") from None
     except (OSError, posix_ipc.Error) as exc:  # e.g. ENOSPC: no inode left
-        raise _typed(exc, path, size) from None
-    try:
-        os.fchmod(shm.fd, mode)  # exactly `mode`, whatever the umask
-        os.posix_fallocate(shm.fd, 0, size)
-        return shm.fd, mmap.mmap(shm.fd, size, flags=flags)
-    except BaseException as exc:
-        shm.close_fd()
-        unlink_quietly(path)
-        raise _typed(exc, path, size) from None
-
-
-def create_empty(path: str, mode: int) -> None:
-    """Create an empty region with permissions exactly ``mode``."""
-    try:
-        shm = posix_ipc.SharedMemory(path, posix_ipc.O_CREX, mode=mode, size=0)
-    except posix_ipc.ExistentialError:
-        raise LogExistsError(f"shared memory {path!r} already exists") from None
-    except (OSError, posix_ipc.Error) as exc:
         raise _typed(exc, path) from None
+    file = io.FileIO(shm.fd, "r+b")  # owns the descriptor from here: closed with the file, or by gc
     try:
-        os.fchmod(shm.fd, mode)
+        os.fchmod(file.fileno(), mode)  # exactly `mode`, whatever the umask
     except BaseException as exc:
+        file.close()
         unlink_quietly(path)
         raise _typed(exc, path) from None
-    finally:
-        shm.close_fd()
+    return file
 
 
-def open_write_only(path: str) -> int:
-    """A write-only descriptor of the existing region ``path`` (owned by the caller); the
-    region must be a regular file (a planted directory or fifo is refused)."""
-    try:
-        fd = os.open(SHM_DIR + path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise LogNotFoundError(f"no shared memory named {path!r}") from None
-    except OSError as exc:
-        raise _typed(exc, path) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise LogNotFoundError(f"{SHM_DIR}{path} is not a region of this log")
-    return fd
+def create_mapped(
+    path: str, size: int, mode: int, flags: int = mmap.MAP_SHARED
+) -> tuple[io.FileIO, mmap.mmap]:
+    """``create()`` a region of ``size`` bytes with its memory reserved, mapped read-write
+    with mmap ``flags``; the caller owns both.
 
-
-def open_read(path: str) -> mmap.mmap | None:
-    """Map an existing region read-only; None if it does not exist (any more), is empty,
-    or is not a region (a directory, fifo or link planted under the name)."""
-    fd = _open_readonly(path)
-    if fd is None:
-        return None
-    try:
-        return _map_readonly(fd, path)
-    finally:
-        os.close(fd)
-
-
-def open_read_identified(path: str) -> tuple[mmap.mmap, tuple[int, int]] | None:
-    """``open_read``, with the (device, inode) of the region mapped: what the name meant
-    when it was opened, whatever its bytes or the name say later."""
-    fd = _open_readonly(path)
-    if fd is None:
-        return None
-    try:
-        st = os.fstat(fd)
-        region = _map_readonly(fd, path)
-        return None if region is None else (region, (st.st_dev, st.st_ino))
-    finally:
-        os.close(fd)
-
-
-def open_read_shared(path: str) -> mmap.mmap | None:
-    """``open_read``, holding a shared lock on the region for as long as the map lives:
-    the writer reuses no region that someone holds this way (``unshared``). None also if
-    the writer holds the region's exclusive lock now (it is testing a spare for reuse, so
-    the region is no longer a published segment).
-
-    The lock is an open-file-description lock: the kernel keeps it for as long as any
-    descriptor or mapping refers to the description, so the mapping alone keeps it after
-    the descriptor is closed, and it goes away with the last mapping, or the process.
-    Read access is all it needs.
+    On tmpfs, ftruncate() alone reserves nothing: the first store to a page that cannot be
+    had kills the process with SIGBUS. posix_fallocate() takes the pages now, so running
+    out of room is an OutOfSpaceError here, before anything is published.
     """
-    fd = _open_readonly(path)
-    if fd is None:
-        return None
+    file = create(path, mode)
     try:
-        if not _ofd_lock(fd, fcntl.F_RDLCK):
-            return None
-        return _map_readonly(fd, path)
-    finally:
-        os.close(fd)
+        os.posix_fallocate(file.fileno(), 0, size)
+        return file, mmap.mmap(file.fileno(), size, flags=flags)
+    except BaseException as exc:
+        file.close()
+        unlink_quietly(path)
+        raise _typed(exc, path, size) from None
 
 
-def _open_readonly(path: str) -> int | None:
-    """A read-only descriptor of region ``path`` (owned by the caller), as shm_open gives
-    one; None if there is no region by that name. A name can be taken by anyone once it is
-    gone (/dev/shm is world-writable), so what is found there may be a directory, a link or
-    a fifo: never followed, never waited on (O_NONBLOCK: a fifo would block the open), and
-    taken as no region."""
+_ACCESS = {"rb": os.O_RDONLY, "wb": os.O_WRONLY, "r+b": os.O_RDWR}
+
+
+def open_region(path: str, mode: str = "rb") -> tuple[io.FileIO, os.stat_result] | None:
+    """The one way this library opens an existing region: as a file (``mode`` "rb", "wb"
+    or "r+b"), with its status; None if there is no region by that name.
+
+    A name can be taken by anyone once it is gone (/dev/shm is world-writable), so what is
+    found there may be a link, a directory or a fifo: a link is never followed
+    (O_NOFOLLOW), nothing is ever waited on (O_NONBLOCK: opening a fifo would block), and
+    anything but a regular file counts as no region. The file owns its descriptor: closed
+    with it, or when it is collected, so an exception anywhere cannot leak it. Callers map
+    only the size they expect (``map_file``) and check the size first.
+    """
+    flags = _ACCESS[mode] | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(SHM_DIR + path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
+        fd = os.open(SHM_DIR + path, flags)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:  # a symbolic link
+        if exc.errno in (errno.ELOOP, errno.ENXIO):  # a symbolic link; a fifo with no reader
             return None
         raise _typed(exc, path) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        return None
-    return fd
-
-
-def _map_readonly(fd: int, path: str) -> mmap.mmap | None:
-    try:
-        size = os.fstat(fd).st_size
-        if size == 0:  # only while its creator is between shm_open and fallocate
-            return None
-        return mmap.mmap(fd, size, access=mmap.ACCESS_READ)
-    except OSError as exc:
-        raise _typed(exc, path) from None
-
-
-def open_header_writable(path: str, size: int) -> tuple[mmap.mmap, tuple[int, int]] | None:
-    """The first ``size`` bytes of region ``path`` mapped read-write, with its (device,
-    inode); None if there is no such region, it is smaller, or this process may not write
-    it. Never follows a link, never blocks on a planted fifo (as ``_open_readonly``)."""
-    try:
-        fd = os.open(SHM_DIR + path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:  # gone, a link, a directory, not ours to write: nothing to mark
-        return None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size < size:
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
             return None
-        return mmap.mmap(fd, size), (st.st_dev, st.st_ino)
-    except OSError:
+    except BaseException:
+        os.close(fd)
+        raise
+    return io.FileIO(fd, mode), st
+
+
+def map_file(file: io.FileIO, path: str, size: int, access: int = mmap.ACCESS_READ) -> mmap.mmap:
+    """The first ``size`` bytes of ``file`` (region ``path``) mapped with ``access``."""
+    try:
+        return mmap.mmap(file.fileno(), size, access=access)
+    except OSError as exc:
+        raise _typed(exc, path, size) from None
+
+
+def read_region(path: str, size: int) -> bytes | None:
+    """The first ``size`` bytes of region ``path`` (fewer if it is shorter), read without
+    mapping it; None if there is no region by that name."""
+    opened = open_region(path)
+    if opened is None:
         return None
-    finally:
-        os.close(fd)
-
-
-def open_write(path: str) -> tuple[int, mmap.mmap]:
-    """Open an existing region read-write: its file descriptor (owned by the caller) and map."""
-    try:
-        shm = posix_ipc.SharedMemory(path, 0)
-    except posix_ipc.ExistentialError:
-        raise LogNotFoundError(f"no shared memory named {path!r}") from None
-    except (OSError, posix_ipc.Error) as exc:
-        raise _typed(exc, path) from None
-    fd = shm.fd
-    try:
-        return fd, mmap.mmap(fd, shm.size)
-    except BaseException as exc:
-        os.close(fd)
-        raise _typed(exc, path) from None
+    with opened[0] as file:
+        return os.pread(file.fileno(), size, 0)
 
 
 def unlink_quietly(path: str) -> bool:
@@ -353,6 +290,30 @@ def rename_noreplace(old: str, new: str) -> bool:
     return True
 
 
+# Names tried before giving up on making or renaming a region. A name is taken only if
+# someone guessed 64 random bits, so a second try already means a same-user process that
+# watches the listing; the limit keeps a broken file system from looping for ever.
+NAME_TRIES = 8
+
+
+def move_aside(path: str) -> str | None:
+    """Rename region ``path`` to a private name (``<path>@<16 random hex>.gone``), never
+    replacing anything, and return that name; None if nothing is at ``path``. A remover
+    moves a header aside before it looks at what it took: no name stays on a log that is
+    being removed, and the log put back (``rename_noreplace``) if it was not the one meant.
+    """
+    for _ in range(NAME_TRIES):
+        private = f"{path}@{secrets.token_hex(8)}.gone"
+        try:
+            if rename_noreplace(path, private):
+                return private
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _typed(exc, path) from None
+    raise LogExistsError(f"cannot move {SHM_DIR}{path} aside: {NAME_TRIES} random names in a row exist")
+
+
 # struct flock on Linux x86-64 and aarch64: l_type, l_whence, l_start, l_len, l_pid, padding
 # to 32 bytes. l_start = l_len = 0 locks the whole file; l_pid must be 0 for OFD locks.
 _FLOCK = struct.Struct("hhqqi4x")
@@ -368,18 +329,39 @@ def _ofd_lock(fd: int, kind: int) -> bool:
     return True
 
 
+def lock_shared(fd: int) -> bool:
+    """Take a shared open-file-description lock on the whole of ``fd`` (read access is
+    enough); False while another description holds the exclusive one. The kernel keeps it
+    for as long as any descriptor or mapping refers to the description."""
+    return _ofd_lock(fd, fcntl.F_RDLCK)
+
+
+def lock_exclusive(fd: int) -> bool:
+    """Take the exclusive open-file-description lock on the whole of ``fd`` (which must be
+    open for writing); False while another description holds a lock on it."""
+    return _ofd_lock(fd, fcntl.F_WRLCK)
+
+
 def unshared(fd: int) -> bool:
     """True if no reader holds the region behind ``fd``: no open file description but the
-    writer's holds a shared lock on it (``open_read_shared``), so no reader has it mapped.
+    writer's holds a shared lock on it (``lock_shared``), so no reader has it mapped.
 
     The test takes the exclusive lock and drops it at once. It raises no signal and waits
     for nobody; a process that maps a region without the lock (outside the protocol) is
     not counted, and may see the region's bytes change when it is reused.
     """
-    if not _ofd_lock(fd, fcntl.F_WRLCK):
+    if not lock_exclusive(fd):
         return False
     _ofd_lock(fd, fcntl.F_UNLCK)
     return True
+
+
+def locked_exclusive(fd: int) -> bool:
+    """Whether another open file description holds the exclusive lock on the region behind
+    ``fd`` now, asked without taking anything (F_OFD_GETLK). Only a description open for
+    writing can hold that lock, and the kernel answers the same in every pid namespace."""
+    probe = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _FLOCK.pack(fcntl.F_RDLCK, os.SEEK_SET, 0, 0, 0))
+    return bool(_FLOCK.unpack(probe)[0] == fcntl.F_WRLCK)
 
 
 def regions(name: str) -> Iterator[tuple[int, str, str]]:
@@ -411,8 +393,9 @@ def _as_int64(token: int) -> int:
 
 def log_names() -> list[str]:
     """The names of the log headers in /dev/shm, sorted. Only entries without '@' (never a
-    segment: opening one would keep the writer from reusing its pages) are opened, and
-    only their first bytes are read."""
+    segment: opening one would keep the writer from reusing its pages) are opened, as
+    ``open_region`` opens (no link followed, no fifo waited on), and only their first bytes
+    are read."""
     try:
         entries = sorted(os.listdir(SHM_DIR))
     except FileNotFoundError:
@@ -422,11 +405,10 @@ def log_names() -> list[str]:
         if "@" in entry:
             continue
         try:
-            with open(os.path.join(SHM_DIR, entry), "rb") as f:
-                if f.read(len(MAGIC)) == MAGIC:
-                    names.append(entry)
+            if read_region("/" + entry, len(MAGIC)) == MAGIC:
+                names.append(entry)
         except OSError:
-            continue  # another user's region, a directory, gone meanwhile: not ours to list
+            continue  # another user's region, gone meanwhile: not ours to list
     return names
 
 

@@ -35,7 +35,6 @@ from ._header import HEAD_WORD
 from ._reader import Reader
 
 _values = attrgetter("values")
-_LOOK_EVERY = 0.5  # seconds, at least, between looks at whether the log still exists
 _start = attrgetter("start")
 
 
@@ -155,12 +154,12 @@ class Snapshot:
 
     def look_if_gone(self) -> None:
         """Raise LogNotFoundError if the log was unlinked or replaced; looks (opening the
-        header's name) at most every ``_LOOK_EVERY`` seconds. For readers that found nothing
+        header's name) at most every ``_wait.LOOK_EVERY`` seconds. For readers that found nothing
         new: ``Cursor.poll()`` calls it, so a follower learns that its log is gone. (Not
         ``refresh()``: its hot path is two loads, and a look there would cost a third of it.)"""
         now = time.monotonic()
         if now >= self._look_after:
-            self._look_after = now + _LOOK_EVERY
+            self._look_after = now + _wait.LOOK_EVERY
             if not self._reader.exists():
                 raise self._reader.gone()
 

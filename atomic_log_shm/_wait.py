@@ -50,12 +50,11 @@ import mmap
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
-import posix_ipc
-
 from . import _shm
-from ._errors import AtomicLogError, InvalidArgumentError, LogNotFoundError
+from ._errors import AccessDeniedError, AtomicLogError, InvalidArgumentError
 
 SIZE = 64
 SIGNAL_WORD = 0
@@ -73,9 +72,11 @@ _MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED = 1 << 2
 _SPIN = 30e-6  # how long a waiter looks again (yielding) before it asks to be woken
 _SPIN_PAUSE = 0.01  # after a spin that did not pay, how long waiters of this process skip it,
 _LONGEST_SPIN_PAUSE = 1.0  # doubling up to this while spins keep not paying
-_SLICE = 0.5  # the longest a fenced waiter sleeps before it looks at the log again
-_UNFENCED_SLICE = 0.01  # without membarrier: the bound on a missed wake-up's delay
-CHECK_EVERY = 0.5  # how often a waiter checks that the log (or its writer) is still there
+LOOK_EVERY = 0.5
+"""Seconds, at most, between a follower's looks at whether its log (or its writer) is still
+there, while it finds nothing new: the longest a fenced waiter sleeps on the futex, how often
+it checks ``still()``, how often a snapshot's ``poll()`` opens the header's name."""
+_UNFENCED_SLICE = 0.01  # without a working membarrier: the bound on a missed wake-up's delay
 _FIRST_NAP = 50e-6  # polling fallback
 _LONGEST_NAP = 2e-3
 
@@ -154,9 +155,9 @@ def wait_mode(mode: int) -> int:
 
 
 def create(name: str, nonce: int, mode: int) -> None:
-    fd, region = _shm.create(_shm.wait_path(name, nonce), SIZE, wait_mode(mode))
+    file, region = _shm.create_mapped(_shm.wait_path(name, nonce), SIZE, wait_mode(mode))
     region.close()
-    os.close(fd)
+    file.close()
 
 
 class WaitRegion:
@@ -172,16 +173,20 @@ class WaitRegion:
 
     @classmethod
     def open(cls, name: str, nonce: int) -> WaitRegion | None:
-        """Map the wait region of a log; None if this process may not (or it is gone)."""
+        """Map the wait region of a log; None if this process may not, or if what has its
+        name is not a wait region (gone, or anything else put there: then waiting polls)."""
+        path = _shm.wait_path(name, nonce)
         try:
-            fd, region = _shm.open_write(_shm.wait_path(name, nonce))
-        except (LogNotFoundError, posix_ipc.PermissionsError, PermissionError):
+            opened = _shm.open_region(path, "r+b")
+        except AccessDeniedError:
             return None
-        os.close(fd)
-        if len(region) < SIZE:
-            region.close()
+        if opened is None:
             return None
-        return cls(region)
+        file, st = opened
+        with file:
+            if st.st_size != SIZE:
+                return None
+            return cls(_shm.map_file(file, path, SIZE, mmap.ACCESS_WRITE))
 
     def register_writer(self) -> None:
         """Called by a writer once, at claim: let waiters fence against this process, and
@@ -227,9 +232,11 @@ _spin_after = 0.0  # time.monotonic() before which waiters do not spin
 _spin_pause = _SPIN_PAUSE  # how long the next spin that does not pay stops spinning
 
 
-def _fence() -> None:
-    """A full barrier on every CPU that runs a registered writer (and on this one)."""
-    _syscall(_SYS_MEMBARRIER, _MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0)
+def _fence() -> bool:
+    """A full barrier on every CPU that runs a registered writer (and on this one); False
+    if the kernel refused it (a seccomp filter, a sandbox such as gVisor): then nothing was
+    fenced, and the waiter must not rely on it."""
+    return bool(_syscall(_SYS_MEMBARRIER, _MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0)
 
 
 def wait_until(
@@ -243,7 +250,7 @@ def wait_until(
     did. Sleeps on the futex of ``region``, or polls with backoff where this process
     cannot map it (None).
 
-    Every ``CHECK_EVERY`` seconds of waiting, ``still()`` (if given) says whether waiting
+    Every ``LOOK_EVERY`` seconds of waiting, ``still()`` (if given) says whether waiting
     still makes sense: False ends the wait (returning False); it may also raise.
     """
 
@@ -254,7 +261,7 @@ def wait_until(
         return True
     now = time.monotonic()
     deadline = None if timeout is None else now + timeout
-    check_at = now + CHECK_EVERY
+    check_at = now + LOOK_EVERY
     global _spin_after, _spin_pause
     if now >= _spin_after:  # the next records may be a moment away: look again, yielding
         began = time.perf_counter()
@@ -279,13 +286,8 @@ def wait_until(
         if still is not None and now >= check_at:
             if not still():
                 return False
-            check_at = now + CHECK_EVERY
-        if region is None:
-            slice_ = _SLICE
-        else:
-            fenced = region.words[FENCED_WORD]
-            slice_ = _SLICE if fenced else _UNFENCED_SLICE
-        slice_ = min(slice_, check_at - now) if still is not None else slice_
+            check_at = now + LOOK_EVERY
+        slice_ = min(LOOK_EVERY, check_at - now) if still is not None else LOOK_EVERY
         left = slice_ if deadline is None else min(slice_, deadline - now)
         if left <= 0:
             if deadline is not None and deadline <= now:
@@ -298,11 +300,12 @@ def wait_until(
             words = region.words
             signal = words[SIGNAL_WORD]  # before the store below: pairs with the writer's clear, then bump
             words[WAITING_WORD] = 1  # pairs with the writer's load of waiting after its count store
-            if fenced:
-                _fence()  # orders the store above before the look below, against the writer's pair
+            # Orders the store above before the look below, against the writer's pair; if
+            # there is no fence, a wake-up may be missed: sleep in short slices then.
+            fenced = words[FENCED_WORD] != 0 and _fence()
             if ready():  # pairs with the writer's count store (Reader.slot's count load)
                 return True
-            region.sleep(signal, left)
+            region.sleep(signal, left if fenced else min(left, _UNFENCED_SLICE))
         if ready():
             return True
 
@@ -317,7 +320,7 @@ class AsyncWaker:
     end position now and ``wait_beyond(position, timeout)`` the blocking wait.
     """
 
-    __slots__ = ("_end", "_lock", "_name", "_running", "_wait_beyond", "_waiters")
+    __slots__ = ("__weakref__", "_end", "_lock", "_name", "_running", "_wait_beyond", "_waiters")
 
     def __init__(
         self, name: str, end: Callable[[], int], wait_beyond: Callable[[int, float | None], bool]
@@ -325,6 +328,12 @@ class AsyncWaker:
         self._name = name
         self._end = end
         self._wait_beyond = wait_beyond
+        self._start_over()
+        _wakers.add(self)
+
+    def _start_over(self) -> None:
+        """No waiters, no thread: a new waker, and the state of one in a forked child, which
+        has none of its parent's threads (nor its event loops), whatever it inherited."""
         self._lock = threading.Lock()
         self._waiters: dict[asyncio.Future[bool], int] = {}
         self._running = False
@@ -356,7 +365,7 @@ class AsyncWaker:
                     return
                 lowest = min(self._waiters.values())
             try:
-                self._wait_beyond(lowest, _SLICE)
+                self._wait_beyond(lowest, LOOK_EVERY)
                 self._settle(self._end(), None)
             except Exception as exc:  # e.g. the handle was closed: every waiter hears of it
                 self._settle(None, exc)
@@ -378,3 +387,14 @@ def _resolve(future: asyncio.Future[bool], error: BaseException | None) -> None:
         future.set_result(True)
     else:
         future.set_exception(error)
+
+
+_wakers: weakref.WeakSet[AsyncWaker] = weakref.WeakSet()
+
+
+def _start_over_in_child() -> None:
+    for waker in list(_wakers):
+        waker._start_over()
+
+
+os.register_at_fork(after_in_child=_start_over_in_child)

@@ -1,16 +1,27 @@
 """The writer: appends records to the head segment and publishes them.
 
-Publication protocol (the argument is in docs/design.md, "Memory ordering"):
+State. A writer is OPEN (its head mapped: appends go straight to it), ROLLING (a rollover,
+or the recovery from one that an exception cut short, is under way, or was interrupted:
+the next call takes the state from the header again, ``_resync``) or CLOSED (``close()``,
+garbage collection, a failed recovery, a removed log, or a writer inherited by a forked
+child; final). The hot paths test one number, ``_limit``: the head's capacity while OPEN,
+0 otherwise, set together with the state in one statement (``_become``). So no store lands
+in a segment unless the writer is OPEN and the head has room, whatever the record size.
 
-* append: store the record at index ``count`` of the head segment, then store
-  ``count + 1`` in the head's slot. Readers load the count before the records, so every
-  record below a count they loaded is complete.
+Publication protocol (the argument is in docs/design.md, "Memory ordering"). Every write
+ends with one step, ``_publish(count)``: store ``count`` in the head's slot, then wake the
+followers asleep on the log, if any.
+
+* append: store the record at index ``count`` of the head segment, then publish
+  ``count + 1``. Readers load the count before the records, so every record below a count
+  they loaded is complete.
 * rollover (the append that finds the head full, or ``skip_to``): make the next segment,
   retire the slot it takes over (epoch := NO_SEGMENT, count := 0, start := its first
   position, token := its region's token, epoch := seq), publish ``head := seq``,
   then take the oldest segment's name away (``_segment.WriterSegments``). Readers
   validate a slot's epoch before and after loading its count, so a retired slot is never
-  read as the segment it used to describe.
+  read as the segment it used to describe. The append then publishes its record;
+  ``skip_to`` publishes the new head's count of 0, which wakes followers for the skip.
 
 Records at indices >= count are never shown, so a failed or interrupted store there (a bad
 value, a SIGKILL) is invisible and simply overwritten by the next append.
@@ -18,7 +29,8 @@ value, a SIGKILL) is invisible and simply overwritten by the next append.
 
 from __future__ import annotations
 
-import mmap
+import contextlib
+import enum
 import os
 import struct
 import weakref
@@ -37,14 +49,22 @@ from ._errors import (
     NotPicklableError,
     WriterClosedError,
 )
-from ._header import GONE, HEAD_WORD, NO_SEGMENT, Layout
+from ._header import GONE, HEAD_WORD, MAX_POSITION, NO_SEGMENT, Layout
 
 _VALUE_ERRORS = (TypeError, ValueError, OverflowError, struct.error)
 
 
 _NOBODY_WAITS = memoryview(bytearray(16)).cast("q")
 _WAITING = _wait.WAITING_WORD
-_NO_MAP = mmap.mmap(-1, 1)
+
+
+class _State(enum.Enum):
+    OPEN = "open"
+    ROLLING = "rolling"
+    CLOSED = "closed"
+
+
+OPEN, ROLLING, CLOSED = _State.OPEN, _State.ROLLING, _State.CLOSED
 
 
 def _shown(value: Any) -> str:
@@ -69,15 +89,61 @@ def _first_misfit(values: Any, convert: Callable[[Any], Any]) -> tuple[int, Any,
     return None
 
 
-def _release(segments: _segment.WriterSegments, waits: _wait.WaitRegion | None, claim: _claim.Claim) -> None:
-    """Let go of everything a writer holds, the claim whatever else fails or is interrupted.
-    Safe to call again: each step is idempotent."""
-    try:
-        segments.close()
-        if waits is not None:
-            waits.close()
-    finally:
-        claim.release()
+class _Holdings:
+    """What a writer holds in the system: the claim, its segments, its wait region. Let go
+    of by ``release()`` (close(), or garbage collection of the writer), which is idempotent
+    and finishes what a call that an exception cut short left; whatever it does not reach,
+    the collector closes (each descriptor is owned by a file object)."""
+
+    __slots__ = ("claim", "layout", "name", "segments", "waits")
+
+    def __init__(self, name: str, layout: Layout, claim: _claim.Claim) -> None:
+        self.name = name
+        self.layout = layout
+        self.claim = claim
+        self.segments: _segment.WriterSegments | None = None
+        self.waits: _wait.WaitRegion | None = None
+
+    def release(self) -> None:
+        """Give up the claim, unlink the spare segment and unmap; the log's segments stay,
+        unless the log was removed: then whatever of it is left goes too."""
+        try:
+            if self.segments is not None:
+                self.segments.close()
+            if self.waits is not None:
+                self.waits.close()
+            if self.removed():
+                self.remove_leftovers()
+        finally:
+            self.claim.release()
+
+    def forget(self) -> None:
+        """In a forked child: drop the inherited descriptors and mappings, leaving the
+        claim, the segments and the spare to the parent."""
+        self.claim.forget()
+        if self.segments is not None:
+            self.segments.forget()
+        if self.waits is not None:
+            self.waits.close()
+
+    def unlinked(self) -> bool:
+        """Whether the claim region lost its name: the log was removed, or a bystander
+        deleted that one region (then nobody can claim the log again)."""
+        fileno = self.claim.fileno()
+        return fileno >= 0 and os.fstat(fileno).st_nlink == 0
+
+    def removed(self) -> bool:
+        """Whether the log was removed: its claim region is unlinked and the header's name
+        no longer refers to this log's header (a bystander that deletes only the claim
+        region removes nothing)."""
+        return self.unlinked() and _shm.identity(_shm.header_path(self.name)) != self.claim.header
+
+    def remove_leftovers(self) -> None:
+        """Unlink every region named after this log's nonce: a remover lists the regions
+        once, so the ones this writer made or renamed after that would stay."""
+        nonce = self.layout.nonce
+        for path in [p for n, _, p in _shm.regions(self.name) if n == nonce]:
+            _shm.unlink_quietly(path)
 
 
 class Writer:
@@ -93,26 +159,27 @@ class Writer:
         "__weakref__",
         "_capacity",
         "_claim",
-        "_closed_because",
         "_count",
         "_count_word",
         "_data",
         "_exact",
         "_finalizer",
+        "_holdings",
         "_itemsize",
         "_layout",
+        "_limit",
         "_log",
         "_map",
         "_name",
         "_pack",
         "_packer",
-        "_rolling",
         "_same_dtype",
-        "_segments",
         "_seq",
         "_start",
+        "_state",
         "_waiting",
         "_waits",
+        "_why_closed",
         "_words",
     )
 
@@ -121,29 +188,74 @@ class Writer:
         self._name = name
         self._layout = layout
         self._claim = claim
-        self._closed_because = ""
+        self._holdings = holdings = _Holdings(name, layout, claim)
+        self._finalizer = weakref.finalize(self, holdings.release)
+        self._state, self._limit, self._why_closed = ROLLING, 0, ""
+        self._capacity = layout.segment_capacity
         self._itemsize = layout.dtype.itemsize
-        self._same_dtype: np.dtype[Any] | None = layout.dtype  # an object known to equal the log's
+        self._same_dtype: np.dtype[Any] = layout.dtype  # an object known to equal the log's
         self._packer = packer = _records.struct_for(layout.dtype)
         # pack(*value) into bytes, then a slice store: a call of pack_into(map, offset, *value)
         # has to build its argument tuple anew, which costs more than the bytes object.
         self._pack = packer.pack if packer is not None and layout.dtype.names else None
         self._exact = _records.exact_types(layout.dtype)
+        self._words = claim.words
+        self._waiting = _NOBODY_WAITS
+        self._waits: _wait.WaitRegion | None = None
         try:
-            self._words = claim.words
             head, count, start = self._published_head()
             region = self._open_head(head)
+            holdings.segments = _segment.WriterSegments(name, layout, mode, region)
+            holdings.waits = waits = _wait.WaitRegion.open(name, layout.nonce)
+            if waits is not None:
+                waits.register_writer()  # waiters fence against this process from now on
+                self._waits, self._waiting = waits, waits.words
         except BaseException:
-            claim.release()
+            self._stop("it could not open the log")
+            holdings.release()
             raise
-        self._segments = segments = _segment.WriterSegments(self._name, layout, mode, region)
-        self._waits = waits = _wait.WaitRegion.open(self._name, layout.nonce)
-        if waits is not None:
-            waits.register_writer()  # waiters fence against this process from now on
-        self._waiting = _NOBODY_WAITS if waits is None else waits.words
-        self._finalizer = weakref.finalize(self, _release, segments, waits, claim)
         self._enter_segment(head, region, count, start)
         _claim.track(self)
+
+    # -- the state ---------------------------------------------------------------------------
+
+    def _become(self, state: _State) -> None:
+        """Enter ``state`` (CLOSED is final). The hot paths' bound goes with it in one
+        statement, so an interrupt comes before both stores or after both."""
+        if self._state is not CLOSED:
+            self._state, self._limit = state, self._capacity if state is OPEN else 0
+
+    def _stop(self, why: str) -> None:
+        """Become CLOSED, saying why (every later call raises WriterClosedError), and let go
+        of the head's mapping: no path of a closed writer uses it, and a closed writer (in a
+        forked child too) maps nothing of the log."""
+        if self._state is not CLOSED:
+            self._state, self._limit, self._why_closed = CLOSED, 0, why
+        with contextlib.suppress(AttributeError):  # never mapped (a failed claim), or dropped already
+            del self._map, self._data
+
+    def _ready(self) -> None:
+        """Make the writer OPEN, or raise WriterClosedError: the slow paths' first step.
+        Finishes a rollover that an exception cut short (``_resync``), and a close too."""
+        if self._state is ROLLING:
+            self._resync()
+        if self._state is CLOSED:
+            self._holdings.release()  # a close that an interrupt cut short lets the claim go now
+            raise WriterClosedError(
+                f"this writer of {self._name!r} is closed ({self._why_closed}); "
+                "claim a new one with log.try_claim_writer()"
+            )
+
+    def _enter_segment(self, seq: int, region: _segment.Region, count: int, start: int) -> None:
+        """Make segment ``seq`` the head, with ``count`` records from position ``start``,
+        and become OPEN: last, after everything the hot paths use."""
+        self._seq = seq
+        self._start = start
+        self._count = count
+        self._count_word = self._layout.count_word(seq)
+        self._map = region.map  # extend() copies bytes into the mapping itself
+        self._data = region.array
+        self._become(OPEN)
 
     def _published_head(self) -> tuple[int, int, int]:
         """The head segment, its published count and its start, as the header says now."""
@@ -188,85 +300,81 @@ class Writer:
         """After an exception escaped a rollover or a publication part-way (a KeyboardInterrupt
         between two stores): take the in-process state from the header again, as a new
         claim does, dropping whatever was not published. An interrupt inside this leaves the
-        writer disarmed, and the next call does it again; if it fails otherwise, close."""
-        if self._closed_because:
+        writer ROLLING, and the next call does it again; if it fails otherwise, close."""
+        if self._state is CLOSED:
             return
-        self._disarm()
+        self._become(ROLLING)
+        segments = self._holdings.segments
+        assert segments is not None  # made in __init__, before the writer was ever OPEN
         try:
             head, count, start = self._published_head()
-            self._segments.close()  # the spare and any half-made segment lose their names
+            segments.close()  # the spare and any half-made segment lose their names
             region = self._open_head(head)
-            self._segments.reset(region)
+            segments.reset(region)
         except Exception as exc:
-            self._close(f"it was interrupted part-way through a rollover and could not recover: {exc!r}")
-            self._let_go()
+            self._stop(f"it was interrupted part-way through a rollover and could not recover: {exc!r}")
+            self._holdings.release()
             raise
         self._enter_segment(head, region, count, start)
 
-    def _disarm(self) -> None:
-        """Send every append() and extend() to the slow path until ``_enter_segment`` arms
-        the writer again. Done before anything that changes more than a count, so a fast
-        path never runs on a head that an exception (an interrupt) left half-changed: the
-        slow path then takes the state from the header again (``_check_open``)."""
-        self._rolling = True
-        self._capacity = -1  # extend()'s fast test, and append()'s after a failed pack
-        self._same_dtype = None  # extend()'s identity test
-        self._data = np.empty(0, self._layout.dtype)  # append()'s numpy store
-        self._map = _NO_MAP  # append()'s pack and extend()'s copy
+    # -- writing -----------------------------------------------------------------------------
 
-    def _enter_segment(self, seq: int, region: _segment.Region, count: int, start: int) -> None:
-        """Make segment ``seq`` the head, with ``count`` records from position ``start``, and
-        arm the fast paths: each handle last, after everything it is used with."""
-        self._seq = seq
-        self._start = start
-        self._count = count
-        self._count_word = self._layout.count_word(seq)
-        self._map = region.map  # extend() copies bytes into the mapping itself
-        self._data = region.array
-        self._capacity = self._layout.segment_capacity
-        self._same_dtype = self._layout.dtype
-        self._rolling = False
+    def _publish(self, count: int) -> None:
+        """Show the head's records below ``count`` to every reader, then wake the followers
+        asleep on the log: the one step that every write ends with."""
+        self._count = count  # first: records below it are never stored again, even if cut short here
+        # Publish: after the record stores; pairs with the count load in _reader.Reader.slot(),
+        # which readers make before loading any record.
+        self._words[self._count_word] = count
+        # After the count store; pairs with the waiter's waiting store + membarrier (_wait.py).
+        if self._waiting[_WAITING]:
+            self._waits.wake()  # type: ignore[union-attr]
 
     def append(self, value: Any) -> None:
         """Publish one record: a number for a plain dtype, a tuple (one value per field) or
         a numpy record for a structured one.
 
         The record is visible to every reader once this returns. A value is converted by
-        the rules of ``extend()`` (no float into an integer field, no string into a number,
-        no number spread over a record's fields: see ``_records``); if it does not fit,
+        the rules ``extend()`` follows (no float into an integer field, no string into a
+        number, no number spread over a record's fields); if it does not fit,
         InvalidRecordError is raised and the log is exactly as it was.
         """
         i = self._count
-        # Unpublished until the count store below. Each branch applies _records' rule, and
-        # finds a full head (or a closed writer) by the error of its store, not a test.
-        try:
-            pack = self._pack
-            size = self._itemsize
-            if pack is not None:  # a struct format: it refuses what the rule refuses
-                at = i * size
-                self._map[at : at + size] = pack(*value)
-            elif type(value) in self._exact:  # a plain dtype takes these types losslessly
-                self._data[i] = value
-            else:
-                self._map[i * size : (i + 1) * size] = self._convert((value,))  # type: ignore[call-overload]
-        except IndexError:  # numpy's store, or the slice, found no room
-            pass
-        except _VALUE_ERRORS as exc:
-            if i < self._capacity:
+        if i < self._limit:  # OPEN, with room: unpublished until _publish below
+            try:  # each branch applies the conversion rule (_records)
+                pack = self._pack
+                if pack is not None:  # a struct format: it refuses what the rule refuses
+                    size = self._itemsize
+                    at = i * size
+                    self._map[at : at + size] = pack(*value)
+                elif type(value) in self._exact:  # a plain dtype takes these types losslessly
+                    self._data[i] = value
+                else:
+                    size = self._itemsize
+                    self._map[i * size : (i + 1) * size] = self._convert((value,))  # type: ignore[call-overload]
+            except _VALUE_ERRORS as exc:
                 raise self._bad_value(value, exc) from None
+            self._publish(i + 1)
         else:
-            i += 1
-            self._count = i
-            # Publish: after the record store above; pairs with the count load in
-            # _reader.Reader.slot(), which readers make before loading any record.
-            self._words[self._count_word] = i
-            # After the count store; pairs with the waiter's waiting store + membarrier (_wait.py).
-            if self._waiting[_WAITING]:
-                self._waits.wake()  # type: ignore[union-attr]
+            self._append_rolling(value)
+
+    def _append_rolling(self, value: Any) -> None:
+        """append() of a writer that is not OPEN with room: recover, refuse, or roll over."""
+        self._ready()
+        if self._count < self._limit:  # a recovery left room in the head
+            self.append(value)
             return
-        # No room (or a closed writer): outside the except clauses, so that no internal
-        # error shows under the slow path's.
-        self._append_rolling(value)
+        try:
+            record = self._convert((value,))  # check the value before the rollover changes the log
+        except _VALUE_ERRORS as exc:
+            raise self._bad_value(value, exc) from None
+        try:
+            self._roll(self._start + self._count)
+            self._map[0 : self._itemsize] = record  # type: ignore[call-overload]
+            self._publish(1)
+        except BaseException:
+            self._resync()  # so that ``end`` is right at once; ROLLING is the backstop
+            raise
 
     def extend(self, values: Any) -> None:
         """Publish a sequence of records (any array-like), one publication per segment.
@@ -277,13 +385,13 @@ class Writer:
         """
         if (
             type(values) is np.ndarray
-            and values.dtype is self._same_dtype  # None once closed
+            and values.dtype is self._same_dtype
             and values.ndim == 1
             and values.flags.c_contiguous
         ):
             records = values  # the hot path: an array like the last one, taken as it is
         else:
-            self._check_open()
+            self._ready()
             records = np.ascontiguousarray(self._as_records(values))
             if type(values) is np.ndarray and values.dtype == self._layout.dtype:
                 self._same_dtype = values.dtype  # the next such array passes an identity check
@@ -291,92 +399,63 @@ class Writer:
         # as it is, where numpy would copy structured records field by field (15x slower).
         i = self._count
         end = i + len(records)
-        if end <= self._capacity:  # the batch fits in the head: one copy, one publication
+        if i < end <= self._limit:  # OPEN, and the batch fits in the head: one copy, one publication
             size = self._itemsize
-            # Unpublished until the count store below. (typeshed's mmap wants a Buffer.)
+            # Unpublished until _publish below. (typeshed's mmap wants a Buffer.)
             self._map[i * size : end * size] = records  # type: ignore[call-overload]
-            self._count = end
-            self._words[self._count_word] = end  # publish; pairs with Reader.slot()
-            if self._waiting[_WAITING]:  # after the count store; pairs with the waiter's store + fence
-                self._waits.wake()  # type: ignore[union-attr]
+            self._publish(end)
         else:
             self._extend_across(records)
 
     def _extend_across(self, records: npt.NDArray[Any]) -> None:
-        """extend() of a batch that does not fit in the head: a copy per segment touched.
-        Whatever escapes part-way leaves the writer as the header says (``_resync``) at
-        once, so ``end`` is right straight after; the disarm in ``_roll`` is the backstop
-        for an interrupt that lands inside this recovery itself."""
-        try:
-            self._extend_across_unguarded(records)
-        except BaseException:
-            self._resync()
-            raise
-
-    def _extend_across_unguarded(self, records: npt.NDArray[Any]) -> None:
+        """extend() of a batch that does not fit in the head (or of a writer not OPEN, or
+        of no records): a copy and a publication per segment touched. Whatever escapes
+        part-way leaves the writer as the header says (``_resync``) at once, so ``end`` is
+        right straight after; ROLLING is the backstop for an interrupt inside the recovery."""
+        self._ready()
         size = self._itemsize
         total = len(records)
         done = 0
-        while done < total:
-            i = self._count
-            if i >= self._capacity:
-                try:
-                    self._roll(self._start + i)
-                except Exception as exc:
-                    exc.published = done  # type: ignore[attr-defined]
-                    raise
-                i = 0
-            end = min(self._capacity, i + total - done)
-            n = end - i
-            self._map[i * size : end * size] = records[done : done + n]  # type: ignore[call-overload]
-            done += n
-            self._count = end
-            self._words[self._count_word] = end  # publish; pairs with Reader.slot()
-            if self._waiting[_WAITING]:  # after the count store; pairs with the waiter's store + fence
-                self._waits.wake()  # type: ignore[union-attr]
-
-    def _append_rolling(self, value: Any) -> None:
-        self._check_open()
-        if self._count < self._capacity:  # a disarmed writer was re-armed, and the head has room
-            self.append(value)
-            return
         try:
-            record = self._convert((value,))  # check the value before the rollover changes the log
-        except _VALUE_ERRORS as exc:
-            raise self._bad_value(value, exc) from None
-        try:
-            self._append_first(record)
+            while done < total:
+                i = self._count
+                if i >= self._capacity:
+                    try:
+                        self._roll(self._start + i)
+                    except Exception as exc:
+                        exc.published = done  # type: ignore[attr-defined]
+                        raise
+                    i = 0
+                end = min(self._capacity, i + total - done)
+                self._map[i * size : end * size] = records[done : done + end - i]  # type: ignore[call-overload]
+                done += end - i
+                self._publish(end)
         except BaseException:
             self._resync()
             raise
-
-    def _append_first(self, record: npt.NDArray[Any]) -> None:
-        """Roll over and publish ``record`` as the new head's first."""
-        self._roll(self._start + self._count)
-        self._data[0:1] = record
-        self._count = 1
-        self._words[self._count_word] = 1  # publish; pairs with Reader.slot()
-        if self._waiting[_WAITING]:  # after the count store; pairs with the waiter's store + fence
-            self._waits.wake()  # type: ignore[union-attr]
 
     def skip_to(self, position: int) -> None:
         """Make ``position`` the position of the next record appended (``end`` at least).
 
         The positions in between are never written: readers count them as missed, as they
-        count records reclaimed before they looked. A skip starts a new segment (unless
-        nothing is skipped), so the window holds fewer records until it has moved on.
+        count records reclaimed before they looked, and followers asleep in ``wait()`` are
+        woken. A skip starts a new segment (unless nothing is skipped), so the window holds
+        fewer records until it has moved on. Positions are int64: a segment starting at
+        ``position`` must end by ``2**63 - 1``.
         """
         if isinstance(position, bool) or not isinstance(position, int):
             raise InvalidArgumentError(f"skip_to() takes a position (an int), not {type(position).__name__}")
-        self._check_open()
+        self._ready()
         end = self._start + self._count
         if position < end:
             raise InvalidArgumentError(
                 f"log {self._name!r}: cannot skip back to position {position}; the next is {end}"
             )
         if position > end:
+            self._check_start(position)
             try:
                 self._roll(position)
+                self._publish(0)  # nothing new to show, but the end moved: wake the followers
             except BaseException:
                 self._resync()
                 raise
@@ -386,16 +465,26 @@ class Writer:
         """The position the next record appended will get (the log's length, in positions)."""
         return self._start + self._count
 
+    def _check_start(self, start: int) -> None:
+        if start > MAX_POSITION - self._capacity:
+            raise InvalidArgumentError(
+                f"log {self._name!r}: position {start} is out of range: positions are int64, and "
+                f"a segment starting there must end by {MAX_POSITION} ({self._capacity} records a segment)"
+            )
+
     def _roll(self, start: int) -> None:
         """Make segment ``head + 1`` the head, its record 0 at position ``start``, then
-        reclaim the oldest segment."""
+        reclaim the oldest segment. Raises, changing nothing published, if the segment
+        cannot be made or the log is gone."""
+        self._check_start(start)
+        if self._holdings.unlinked():
+            self._leave_removed_log()
         layout = self._layout
-        if os.fstat(self._claim.fileno()).st_nlink == 0:
-            self._close("the log was unlinked")
-            raise LogNotFoundError(f"log {self._name!r} was unlinked; its writer is closed")
         seq = self._seq + 1
-        self._disarm()  # until _enter_segment below: an exception in between is recovered from
-        region = self._segments.take(seq)  # may raise: nothing published has changed yet
+        self._become(ROLLING)  # until _enter_segment below: an exception in between is recovered from
+        segments = self._holdings.segments
+        assert segments is not None
+        region = segments.take(seq)  # may raise: nothing published has changed yet
         words = self._words
         epoch_word = layout.epoch_word(seq)
         token_word = layout.token_word(seq)
@@ -408,24 +497,29 @@ class Writer:
         words[layout.count_word(seq)] = 0
         words[layout.start_word(seq)] = start  # pairs with the start load in Reader.slot
         words[token_word] = region.token  # pairs with the token load in Reader.segment
-        words[epoch_word] = seq
+        words[epoch_word] = seq  # pairs with the epoch loads in Reader.slot and Reader.segment
         # Publish the new head after its slot is ready: pairs with the head load in
         # Reader.consistent() and Snapshot.refresh(), made before loading any slot.
         words[HEAD_WORD] = seq
-        if os.fstat(self._claim.fileno()).st_nlink == 0:
+        if self._holdings.unlinked():
             # Removed while this rollover ran: the remover's GONE (stored after it unlinked
-            # the claim) may have come before the head store above; store it again.
-            self._mark_gone_if_removed()
+            # the claim) may have come before the head store above.
+            self._leave_removed_log()
         # Reclaim the segment pushed out of the window: readers can no longer open it by its
         # name; those that have it mapped keep it, unchanged.
-        self._segments.retire(oldest, retiring, seq + 1)
+        segments.retire(oldest, retiring, seq + 1)
         self._enter_segment(seq, region, 0, start)
 
-    def _mark_gone_if_removed(self) -> None:
-        """Store GONE in the head if the header's name no longer refers to this log's header
-        (a removal, not a bystander deleting the claim region alone)."""
-        if _shm.identity(_shm.header_path(self._name)) != self._claim.header:
-            self._words[HEAD_WORD] = GONE
+    def _leave_removed_log(self) -> None:
+        """The claim region lost its name: close, and raise LogNotFoundError. If the log was
+        removed, store GONE again (a removal that ran during a rollover may have marked the
+        header before its head store) and remove what the remover could not see."""
+        holdings = self._holdings
+        self._stop("the log was unlinked")
+        if holdings.removed():
+            self._words[HEAD_WORD] = GONE  # readers in every process raise LogNotFoundError
+        holdings.release()
+        raise LogNotFoundError(f"log {self._name!r} was unlinked; its writer is closed")
 
     def _convert(self, values: Any) -> npt.NDArray[Any]:
         """``values`` as records of the log's dtype by ``_records``' rule (raises its errors)."""
@@ -483,50 +577,25 @@ class Writer:
             f"is not a record of {dtype}: {exc}"
         )
 
-    def _check_open(self) -> None:
-        """Raise WriterClosedError if closed; finish a rollover an exception cut short."""
-        if self._rolling and not self._closed_because:
-            self._resync()
-        if self._closed_because:
-            self._let_go()  # a close that an interrupt cut short lets the claim go now
-            raise WriterClosedError(
-                f"this writer of {self._name!r} is closed ({self._closed_because}); "
-                "claim a new one with log.try_claim_writer()"
-            )
-
-    def _close(self, because: str) -> None:
-        if not self._closed_because:
-            self._closed_because = because
-            self._disarm()  # every later call takes the slow path, which raises; lets go of the head's map
+    def close(self) -> None:
+        """Give up the claim; the log and everything published stay. Idempotent, and a
+        close that an exception (an interrupt) cut short is finished by the next call."""
+        self._stop("close() was called")
+        self._finalizer()  # what garbage collection would run, once
+        self._holdings.release()  # idempotent: finishes a run an interrupt cut short
 
     def _disown(self) -> None:
         """Called in a forked child: drop the inherited descriptors and mappings, leaving the
         claim, the segments and the spare to the parent."""
-        if not self._finalizer.alive:  # closed before the fork: nothing of it is held...
-            self._claim.forget()  # ...unless an interrupt cut that close short
-            return
-        self._claim.forget()
-        self._segments.forget()
-        if self._waits is not None:
-            self._waits.close()
-            self._waiting = _NOBODY_WAITS
+        self._stop("it belongs to the parent of this forked process")
         self._finalizer.detach()
-        self._close("it belongs to the parent of this forked process")
-
-    def close(self) -> None:
-        """Give up the claim; the log and everything published stay. Idempotent, and a
-        close that an exception (an interrupt) cut short is finished by the next call."""
-        self._close("close() was called")
-        self._let_go()
-
-    def _let_go(self) -> None:
-        self._finalizer()  # garbage collection's path too; it runs once
-        if self._claim.fileno() >= 0:  # that run was cut short: finish it
-            _release(self._segments, self._waits, self._claim)
+        self._holdings.forget()
+        self._waits, self._waiting = None, _NOBODY_WAITS
 
     @property
     def closed(self) -> bool:
-        return bool(self._closed_because)
+        """Whether this writer is closed (``close()``, or a reason ``repr()`` gives)."""
+        return self._state is CLOSED
 
     @property
     def log(self) -> Any:
@@ -543,5 +612,5 @@ class Writer:
         raise NotPicklableError("a Writer cannot be pickled: send the log and call try_claim_writer() there")
 
     def __repr__(self) -> str:
-        state = f"closed: {self._closed_because}" if self._closed_because else "open"
+        state = f"closed: {self._why_closed}" if self._state is CLOSED else self._state.value
         return f"<Writer of {self._name!r} segment={self._seq} end={self.end} {state}>"

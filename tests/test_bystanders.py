@@ -448,7 +448,7 @@ def test_a_name_taken_when_the_writer_draws_it_is_never_used_another_token_is_dr
     writer, log = AtomicLog.new_claimed(retained=segment, segment=segment, dtype=np.int64, name=name)
     nonce = log._reader.layout.nonce
     queue: list[int] = []  # the tokens the writer draws next, then random ones
-    monkeypatch.setattr(_segment, "new_token", lambda: queue.pop(0) if queue else secrets.randbits(63))
+    monkeypatch.setattr(_shm, "new_token", lambda: queue.pop(0) if queue else secrets.randbits(63))
     planted: dict[str, bool] = {}  # path: is a directory
 
     def plant(seq: int, tokens: range) -> None:
@@ -493,14 +493,16 @@ def test_a_name_taken_when_the_writer_draws_it_is_never_used_another_token_is_dr
                     os.rmdir(path) if is_dir else os.unlink(path)
 
 
-@pytest.mark.parametrize("kind", ["directory", "fifo", "symlink", "short file", "file of wrong records"])
+@pytest.mark.parametrize(
+    "kind", ["directory", "fifo", "symlink", "short file", "file of wrong records", "huge sparse file"]
+)
 def test_a_reader_lapped_between_loading_a_segments_name_and_opening_it_never_shows_what_was_planted_there(
     log_name: Callable[[], str], monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     """A reader loads a segment's token from its slot, then the writer laps it (the segment
     leaves the window, its name goes) and someone creates ``kind`` under the name before the
-    reader opens it: the reader neither raises, blocks, nor shows it; it finds the segment
-    reclaimed, as it is."""
+    reader opens it: the reader neither raises, blocks, maps it, nor shows it; it finds the
+    segment reclaimed, as it is."""
     name = log_name()
     segment = 4
     writer, log = AtomicLog.new_claimed(retained=segment, segment=segment, dtype=np.int64, name=name)
@@ -518,6 +520,9 @@ def test_a_reader_lapped_between_loading_a_segments_name_and_opening_it_never_sh
                 os.mkfifo(path)
             elif kind == "symlink":
                 os.symlink("/etc/passwd", path)
+            elif kind == "huge sparse file":  # mapped whole, it would exhaust the address space
+                with open(path, "xb") as f:
+                    f.truncate(1 << 46)
             else:
                 size = 8 if kind == "short file" else layout.segment_bytes
                 with open(path, "xb") as f:

@@ -7,6 +7,7 @@ still appends afterwards.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import pickle
@@ -200,6 +201,42 @@ def test_log_larger_than_shared_memory_is_out_of_space_and_leaves_nothing(log_na
         AtomicLog.new(retained=2**39, segment=2**39, dtype=np.uint8, name=name)  # 512 GiB segments
     assert info.value.errno is not None
     assert regions_of(name) == []
+
+
+def test_a_window_larger_than_memory_is_refused_before_anything_is_made(log_name: Names) -> None:
+    """An 80 GB window (10**10 float64 records in segments of 10**6): its segments alone
+    would fit the file system's limits one at a time, but the whole window cannot fit in
+    /dev/shm or in memory, and filling it would end with the OOM killer."""
+    name = log_name()
+    expected = rf"{name}.*needs 80,0[0-9,]+ bytes, and (/dev/shm|the memory)"
+    with pytest.raises(OutOfSpaceError, match=expected) as info:
+        AtomicLog.new(retained=10**10, segment=10**6, dtype="f8", name=name)
+    assert info.value.errno == errno.ENOSPC
+    assert regions_of(name) == []
+
+
+def test_a_window_is_measured_against_the_memory_available(
+    log_name: Names, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atomic_log_shm import _log
+
+    monkeypatch.setattr(_log, "_memory_available", lambda: 10 * 2**20)  # 10 MiB left
+    name = log_name()
+    with pytest.raises(OutOfSpaceError, match="the memory available is 10,485,760"):
+        AtomicLog.new(retained=2**20, segment=2**18, dtype="f8", name=name)  # 48 MiB with the spare
+    assert regions_of(name) == []
+    AtomicLog.new(retained=2**16, segment=2**14, dtype="f8", name=name).unlink()  # 3 MiB fits
+
+
+def test_an_existing_log_is_continued_whatever_room_is_left(
+    log_name: Names, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atomic_log_shm import _log
+
+    name = log_name()
+    with AtomicLog.new(retained=2**16, segment=2**14, dtype="f8", name=name):
+        monkeypatch.setattr(_log, "_memory_available", lambda: 0)  # as if this log took the last of it
+        AtomicLog.new(retained=2**16, segment=2**14, dtype="f8", name=name, exist_ok=True).close()
 
 
 def test_slot_count_is_exact_for_huge_capacities() -> None:

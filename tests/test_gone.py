@@ -116,7 +116,9 @@ def test_a_removal_during_a_rollover_is_marked_even_if_the_head_store_comes_afte
     log_name: Callable[[], str],
 ) -> None:
     """The remover's GONE lands just before the writer publishes its new head (the race the
-    writer's own check after that store closes): readers must still learn at once."""
+    writer's own check after that store closes): readers must still learn at once, the
+    append that rolled over says the log is gone, and nothing of the log is left behind
+    (the segment the rollover made came after the remover listed the regions)."""
     writer, log = AtomicLog.new_claimed(name=log_name(), retained=8, segment=4, dtype=np.int64)
     reader = AtomicLog.attach(log.name)
     source = inspect.getsource(atomic_log_shm._writer.Writer._roll).splitlines()
@@ -141,12 +143,14 @@ def test_a_removal_during_a_rollover_is_marked_even_if_the_head_store_comes_afte
         snap = reader.snapshot()
         sys.settrace(tracer)
         try:
-            writer.append(4)
+            with pytest.raises(LogNotFoundError, match="its writer is closed"):
+                writer.append(4)
         finally:
             sys.settrace(None)
-        assert removed
+        assert removed and writer.closed
         with pytest.raises(LogNotFoundError, match="unlinked or replaced"):
             snap.refresh()
+        assert regions_of(log.name) == []
 
 
 def test_deleting_only_the_claim_region_closes_the_writer_but_marks_nothing(

@@ -689,13 +689,14 @@ ROLLOVERS = 12_000
 
 
 def assert_bounded(samples: list[tuple[int, int]], slots: int, baseline_fds: int, who: str) -> None:
-    """At most 2 * slots + 6 mappings of the log and 3 * slots + 6 more descriptors than
-    before it (CPython's mmap keeps a descriptor per mapping), and neither growing: the
-    second half of the run holds no more than the first half did."""
+    """At most 2 * slots + 6 mappings of the log and 3 * slots + 7 more descriptors than
+    before it (CPython's mmap keeps a descriptor per mapping; a writer holds its claim's
+    two), and neither growing: the second half of the run holds no more than the first
+    half did."""
     half = len(samples) // 2
     maps, fds = [m for m, _ in samples], [f for _, f in samples]
     assert max(maps) <= 2 * slots + 6, f"{who} mappings {maps}"
-    assert max(fds) - baseline_fds <= 3 * slots + 6, f"{who} descriptors {fds} (from {baseline_fds})"
+    assert max(fds) - baseline_fds <= 3 * slots + 7, f"{who} descriptors {fds} (from {baseline_fds})"
     assert max(maps[half:]) <= max(maps[:half]), f"{who} mappings grow: {maps}"
     assert max(fds[half:]) <= max(fds[:half]), f"{who} descriptors grow: {fds}"
 
@@ -1066,3 +1067,65 @@ def test_reclaimed_writer_removes_its_logs_orphans_at_claim_and_nothing_else(
             assert values(log.snapshot()) == shown
             writer.extend(range(25, 40))
             assert values(log.snapshot()) == list(range(34, 40))
+
+
+# -- what anyone may put in /dev/shm: fifos, directories, links where names are looked at -----
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "symlink to a fifo"])
+def test_listing_logs_never_waits_on_what_others_put_in_dev_shm(
+    log_name: Callable[[], str], kind: str
+) -> None:
+    """Any local user can make a fifo in /dev/shm: opening one blocks until a writer comes.
+    ``list_logs()`` and ``atomic-log ls`` open every candidate without waiting, and go on."""
+    planted = os.path.join(SHM, log_name())
+    fifo = planted + "-fifo"
+    if kind == "fifo":
+        os.mkfifo(planted)
+    elif kind == "directory":
+        os.mkdir(planted)
+    else:
+        os.mkfifo(fifo)
+        os.symlink(fifo, planted)
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=log_name())
+    try:
+        with log, writer:
+            code = "import atomic_log_shm, sys; print(sorted(i.name for i in atomic_log_shm.list_logs()))"
+            listed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+            assert listed.returncode == 0, listed.stderr
+            assert log.name in listed.stdout and os.path.basename(planted) not in listed.stdout
+            command = [sys.executable, "-m", "atomic_log_shm", "ls", "--json"]
+            ls = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            assert ls.returncode == 0 and log.name in ls.stdout, ls.stderr
+    finally:
+        for path in (planted, fifo):
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.rmdir(path)
+            elif os.path.lexists(path):
+                os.unlink(path)
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+@pytest.mark.parametrize("waiter", ["cursor", "snapshot"])
+def test_a_follower_of_a_log_removed_by_hand_learns_it_is_gone_even_if_its_wait_region_name_is_taken(
+    log_name: Callable[[], str], kind: str, waiter: str
+) -> None:
+    """The owner removes the log's files by hand (no gone mark), and something else takes the
+    wait region's name: a follower's wait() raises LogNotFoundError, never a raw OSError or
+    ValueError, and never blocks."""
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=log_name())
+    reader = AtomicLog.attach(log.name)
+    cursor = reader.cursor("newest")
+    snap = reader.snapshot()
+    wait_path = next(os.path.join(SHM, e) for e in regions_of(log.name) if e.endswith(".wait"))
+    for entry in regions_of(log.name):
+        os.unlink(os.path.join(SHM, entry))
+    os.mkdir(wait_path) if kind == "directory" else os.mkfifo(wait_path)
+    try:
+        with pytest.raises(LogNotFoundError):
+            (cursor.wait if waiter == "cursor" else snap.wait)(timeout=10)
+    finally:
+        os.rmdir(wait_path) if kind == "directory" else os.unlink(wait_path)
+        writer.close()
+        reader.close()
+        log.close()

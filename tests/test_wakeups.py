@@ -238,3 +238,95 @@ def test_without_the_fence_waiters_still_wake_and_sleep_in_short_slices(
         child.join()
         assert region.words[_wait.FENCED_WORD] == int(_wait.MEMBARRIER)  # the new writer's claim
         region.close()
+
+
+def test_a_waiter_whose_fence_the_kernel_refuses_sleeps_in_short_slices(
+    log_name: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer registered (`fenced` is 1), but this waiter's membarrier fails (a seccomp
+    # filter, gVisor): it fenced nothing, so it must not trust `fenced` and sleep long.
+    writer, log = AtomicLog.new_claimed(name=log_name(), retained=8, segment=4, dtype=np.int64)
+    real = _wait._syscall
+
+    def refused(number: int, *args: object) -> int:
+        if number == _wait._SYS_MEMBARRIER:
+            return -1
+        return int(real(number, *args))
+
+    slept: list[float] = []
+    sleep = _wait.WaitRegion.sleep
+    monkeypatch.setattr(_wait, "_syscall", refused)
+    monkeypatch.setattr(_wait.WaitRegion, "sleep", lambda self, s, t: (slept.append(t), sleep(self, s, t)))
+    with log, writer:
+        assert _wait._fence() is False
+        cursor = log.cursor("newest")
+        assert cursor.wait(0.2, linger=0) is False
+        assert slept and max(slept) <= _wait._UNFENCED_SLICE
+
+
+def _wait_for_skip(name: str, start: int, ready: mp.synchronize.Event, out: mp.queues.Queue[object]) -> None:
+    cursor = AtomicLog.attach(name).cursor(start)
+    ready.set()
+    woke = cursor.wait(timeout=10)
+    out.put((woke, time.monotonic(), cursor.poll().missed))
+
+
+def test_skip_to_wakes_a_follower_asleep_in_another_process_at_once(log_name: Callable[[], str]) -> None:
+    """The skipped positions are news (a follower counts them as missed): the writer's
+    skip_to() ends with the same publication step as an append, which wakes sleepers."""
+    ctx = mp.get_context("fork")
+    writer, log = AtomicLog.new_claimed(name=log_name(), retained=8, segment=4, dtype=np.int64)
+    with log, writer:
+        writer.extend(range(3))
+        ready, out = ctx.Event(), ctx.Queue()
+        child = ctx.Process(target=_wait_for_skip, args=(log.name, 3, ready, out))
+        child.start()
+        assert ready.wait(30)
+        time.sleep(0.1)  # asleep on the futex by now
+        skipped = time.monotonic()
+        writer.skip_to(10)
+        woke, at, missed = out.get(timeout=30)
+        child.join(30)
+        assert woke and missed == 7
+        assert at - skipped < LOST, f"woken {at - skipped:.3f} s after the skip: its slice ran out"
+
+
+def test_a_child_forked_while_the_async_waker_runs_waits_asynchronously_too(
+    log_name: Callable[[], str],
+) -> None:
+    """The parent's waker thread is not in the child (threads do not survive fork): the
+    child's wait_async() must start its own and wake when a record comes."""
+    import threading
+
+    writer, log = AtomicLog.new_claimed(name=log_name(), retained=8, segment=4, dtype=np.int64)
+    with log, writer:
+        cursor = log.cursor("newest")
+        in_parent = threading.Thread(target=lambda: asyncio.run(cursor.wait_async(30)), daemon=True)
+        in_parent.start()
+        waker = log._reader._waiter
+        deadline = time.monotonic() + 10
+        while (waker is None or not waker._running) and time.monotonic() < deadline:
+            time.sleep(0.01)
+            waker = log._reader._waiter
+        assert waker is not None and waker._running
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - reports through the pipe
+            status = b"?"
+            try:
+                began = time.monotonic()
+                woke = asyncio.run(cursor.wait_async(3.0))
+                status = b"%d %.3f" % (woke, time.monotonic() - began)
+            except BaseException as exc:
+                status = repr(exc).encode()
+            finally:
+                os.write(write, status)
+                os._exit(0)
+        os.close(write)
+        time.sleep(0.3)
+        writer.append(1)  # wakes the parent's waiter, and must wake the child's
+        woke, took = os.read(read, 200).split()
+        os.close(read)
+        os.waitpid(pid, 0)
+        in_parent.join(30)
+        assert woke == b"1" and float(took) < 2.5, (woke, took)

@@ -1,0 +1,236 @@
+"""The writer's own state: no store lands where it should not, whatever the record size,
+and positions stay in range.
+
+A writer is OPEN, ROLLING (a rollover, or the recovery from one an exception cut short, is
+under way or was interrupted) or CLOSED; only an OPEN writer with room in its head stores a
+record. The cases here are those where a store into a stand-in used to succeed: records of
+one byte, a closed or forked writer at count 0, a recovery that was itself interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from atomic_log_shm import (
+    AtomicLog,
+    InvalidArgumentError,
+    OutOfSpaceError,
+    Writer,
+    WriterClosedError,
+    _segment,
+)
+
+Names = Callable[[], str]
+MAX_POSITION = 2**63 - 1
+
+
+def shown(log: AtomicLog) -> list[tuple[int, Any]]:
+    """(position, value) of every record a fresh attach shows, values as Python objects."""
+    with AtomicLog.attach(log.name) as other:
+        snap = other.snapshot()
+        return [(c.start + i, v.item()) for c in snap.chunks() for i, v in enumerate(c.values)]
+
+
+@pytest.mark.parametrize("dtype", ["u1", "i1", "S1", "?"])
+@pytest.mark.parametrize("skipped", [False, True], ids=["fresh", "after-skip"])
+def test_a_closed_writer_of_one_byte_records_at_count_0_refuses_and_keeps_its_end(
+    log_name: Names, dtype: str, skipped: bool
+) -> None:
+    writer, log = AtomicLog.new_claimed(retained=4, segment=2, dtype=dtype, name=log_name())
+    value = np.zeros(1, dtype)[0].item()
+    with log:
+        if skipped:
+            writer.append(value)
+            writer.skip_to(5)  # a new head, at count 0
+        end = writer.end
+        writer.close()
+        for call in (lambda: writer.append(value), lambda: writer.extend([value]), lambda: writer.skip_to(9)):
+            with pytest.raises(WriterClosedError):
+                call()
+        assert writer.end == end, "a closed writer's end moved"
+        assert shown(log) == ([(0, value)] if skipped else [])
+
+
+@pytest.mark.parametrize("skipped", [False, True], ids=["fresh", "after-skip"])
+def test_a_forked_childs_writer_of_one_byte_records_at_count_0_refuses_and_changes_nothing(
+    log_name: Names, skipped: bool
+) -> None:
+    writer, log = AtomicLog.new_claimed(retained=4, segment=2, dtype="u1", name=log_name())
+    with log, writer:
+        if skipped:
+            writer.append(3)
+            writer.skip_to(5)
+        end = writer.end
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through the pipe
+            status = b"?"
+            try:
+                try:
+                    writer.append(9)
+                    status = b"appended"
+                except WriterClosedError:
+                    status = b"closed" if writer.end == end else b"end moved"
+                except BaseException as exc:
+                    status = type(exc).__name__.encode()
+            finally:
+                os.write(write, status)
+                os._exit(0)
+        os.close(write)
+        assert os.read(read, 32) == b"closed"
+        os.close(read)
+        os.waitpid(pid, 0)
+        assert shown(log) == ([(0, 3)] if skipped else [])
+        writer.append(7)  # the parent's writer goes on
+        assert shown(log)[-1] == (end, 7)
+
+
+def test_an_interrupted_recovery_of_a_failed_rollover_never_publishes_an_unwritten_record(
+    log_name: Names, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One-byte records in reused pages (stale bytes everywhere): a rollover fails (no
+    room), the recovery from it is interrupted; the next appends store and show exactly
+    their values."""
+    writer, log = AtomicLog.new_claimed(retained=4, segment=4, dtype="u1", name=log_name())
+    with log, writer:
+        for i in range(40):  # many rollovers: the spare's pages hold old values
+            writer.append(40 + i % 10)
+        while writer.end % 4:
+            writer.append(42)
+        end = writer.end
+        take = _segment.WriterSegments.take
+        open_writable = _segment.open_writable
+
+        def no_room(self: Any, seq: int) -> Any:
+            raise OutOfSpaceError(28, "no room (test)")
+
+        def interrupted(*args: Any) -> Any:
+            monkeypatch.setattr(_segment, "open_writable", open_writable)
+            raise KeyboardInterrupt("inside the recovery (test)")
+
+        monkeypatch.setattr(_segment.WriterSegments, "take", no_room)
+        monkeypatch.setattr(_segment, "open_writable", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            writer.append(7)
+        monkeypatch.setattr(_segment.WriterSegments, "take", take)
+        for value in (7, 8, 9, 10, 11):
+            writer.append(value)
+        assert shown(log)[-5:] == [(end + i, v) for i, v in enumerate((7, 8, 9, 10, 11))]
+        assert writer.end == end + 5
+
+
+def test_the_writers_state_is_explicit(log_name: Names, monkeypatch: pytest.MonkeyPatch) -> None:
+    writer, log = AtomicLog.new_claimed(retained=4, segment=2, dtype=np.int64, name=log_name())
+    with log:
+        assert "open" in repr(writer) and not writer.closed
+        writer.extend([1, 2])
+
+        def fails(self: Any, seq: int) -> Any:
+            raise KeyboardInterrupt("in the rollover (test)")
+
+        monkeypatch.setattr(_segment.WriterSegments, "take", fails)
+        monkeypatch.setattr(Writer, "_resync", lambda self: None)  # as if the recovery was cut short
+        with pytest.raises(KeyboardInterrupt):
+            writer.append(3)
+        assert "rolling" in repr(writer)
+        monkeypatch.undo()
+        writer.append(3)  # the next call recovers first
+        assert "open" in repr(writer) and shown(log) == [(0, 1), (1, 2), (2, 3)]
+        writer.close()
+        assert writer.closed and "closed: close() was called" in repr(writer)
+
+
+# -- positions ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("position", [2**63, 2**64, MAX_POSITION, MAX_POSITION - 3])
+def test_skip_to_beyond_int64_is_refused_and_changes_nothing(log_name: Names, position: int) -> None:
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=log_name())
+    with log, writer:
+        writer.extend(range(10))
+        before = shown(log)
+        with pytest.raises(InvalidArgumentError, match="int64"):
+            writer.skip_to(position)
+        assert shown(log) == before and writer.end == 10
+        writer.append(10)
+        assert shown(log) == [*before, (10, 10)]
+
+
+def test_the_last_positions_of_int64_are_usable_and_then_refused(log_name: Names) -> None:
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=log_name())
+    with log, writer:
+        last = MAX_POSITION - 4  # a segment of 4 starting here ends at MAX_POSITION
+        writer.skip_to(last)
+        writer.extend(range(4))
+        assert writer.end == MAX_POSITION
+        with pytest.raises(InvalidArgumentError, match="int64"):
+            writer.append(4)  # the next segment would pass 2**63 - 1
+        assert shown(log) == [(last + i, i) for i in range(4)] and writer.end == MAX_POSITION
+        assert log.info().newest == MAX_POSITION - 1
+
+
+@pytest.mark.parametrize("start", [2**63, MAX_POSITION, -1])
+def test_a_log_cannot_start_beyond_int64(log_name: Names, start: int) -> None:
+    name = log_name()
+    with pytest.raises(InvalidArgumentError, match="position"):
+        AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=name, start=start)
+    assert not [e for e in os.listdir("/dev/shm") if e.startswith(name)]
+
+
+def test_a_log_may_start_at_the_last_segment_of_int64(log_name: Names) -> None:
+    writer, log = AtomicLog.new_claimed(
+        retained=8, segment=4, dtype=np.int64, name=log_name(), start=MAX_POSITION - 4
+    )
+    with log, writer:
+        writer.extend(range(4))
+        assert shown(log)[-1] == (MAX_POSITION - 1, 3)
+
+
+def test_interrupts_between_appends_never_lose_or_repeat_a_position(log_name: Names) -> None:
+    """A timer raises KeyboardInterrupt, at random points of ``append`` (one-byte records,
+    rollovers reusing pages), thousands of times: whatever was published is exactly what
+    was appended, in order."""
+    writer, log = AtomicLog.new_claimed(retained=16, segment=4, dtype="u1", name=log_name())
+    appended: list[tuple[int, int]] = []
+    armed = False
+    interrupts = 0
+
+    def interrupt(signum: int, frame: Any) -> None:
+        nonlocal armed
+        if armed:  # once per arming: never again inside the test's own except clause
+            armed = False
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with log:
+            signal.setitimer(signal.ITIMER_REAL, 0.0003, 0.0003)
+            value = 0
+            while len(appended) < 3000:
+                at = writer.end
+                try:
+                    armed = True
+                    writer.append(value % 256)
+                    armed = False
+                    appended.append((at, value % 256))
+                    value += 1
+                except KeyboardInterrupt:
+                    armed = False
+                    interrupts += 1
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            got = dict(shown(log))
+            for position, v in appended[-16:]:
+                assert got.get(position, v) == v
+            ends = [p for p, _ in appended]
+            assert ends == sorted(ends) and len(set(ends)) == len(ends)
+            assert interrupts > 0
+            writer.close()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
