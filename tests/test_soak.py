@@ -35,14 +35,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import become, other_user
-from test_bystanders import lock_everything
-from test_crashes import (
+from support import (
     DTYPE,
     GOLDEN,
     MASK,
+    become,
     check_of,
     header_state,
+    lock_everything,
+    other_user,
     reaping,
     receive,
     records,
