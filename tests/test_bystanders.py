@@ -1,4 +1,4 @@
-"""Processes outside the protocol must not kill, block or corrupt the writer (issue 9).
+"""Processes outside the protocol must not kill, block or corrupt the writer.
 
 A bystander is any process that lacks the right to claim the writer: a backup agent, a
 ``grep -r /dev/shm``, another local user reading a log made with ``mode=0o644``. Each test

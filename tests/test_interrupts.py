@@ -1,5 +1,5 @@
 """An exception raised at any line inside the library (as a SIGINT handler raises
-KeyboardInterrupt between bytecodes) must leave the log whole (issue 9, items 5 and 6).
+KeyboardInterrupt between bytecodes) must leave the log whole.
 
 Each case runs an operation once per line event inside ``_writer.py``, ``_segment.py`` and
 ``_shm.py`` (``sys.settrace``), raising KeyboardInterrupt at the k-th, and checks after it:

@@ -1,7 +1,7 @@
 """No lost wake-ups: the wait protocol of _wait.py against writers at random moments.
 
 ATOMIC_LOG_WAKEUPS sets how many times the long test's waiter sleeps and is woken
-(default 20,000, about 10 s; the issue's 100,000 take about a minute).
+(default 20,000, about 10 s; 100,000 take about a minute).
 """
 
 from __future__ import annotations
