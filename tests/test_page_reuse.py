@@ -46,6 +46,8 @@ from support import (
 
 from atomic_log_shm import AtomicLog
 
+# -- reuse goes on while processes open, map and lock every region
+
 
 def bystand(name: str, lock: bool) -> None:
     """Open, map and read every region of log ``name`` in a loop, as `grep -r`, tar or a
