@@ -38,7 +38,7 @@ from ._log import AtomicLog, remove_log
 from ._snapshot import Chunk, Snapshot
 from ._writer import Writer
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AccessDeniedError",

@@ -1,4 +1,4 @@
-"""Processes outside the protocol must not kill, block or corrupt the writer (issue 9).
+"""Processes outside the protocol must not kill, block or corrupt the writer.
 
 A bystander is any process that lacks the right to claim the writer: a backup agent, a
 ``grep -r /dev/shm``, another local user reading a log made with ``mode=0o644``. Each test
@@ -7,173 +7,23 @@ names what the bystander does and what must still hold.
 
 from __future__ import annotations
 
-import fcntl
-import json
-import mmap
 import os
 import re
 import secrets
 import signal
 import stat
-import struct
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
 import numpy as np
 import pytest
-from support import become, other_user, segments_of, values
+from support import become, check_snapshot, lock_everything, other_user, segments_of, values, write_in_child
 
 import atomic_log_shm
 from atomic_log_shm import AtomicLog, _segment, _shm
 from atomic_log_shm._header import FIXED, SLOT
-
-_FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux x86-64
-
-
-def lock_everything(fd: int) -> None:
-    """Take every lock a descriptor allows (flock, POSIX and OFD record locks), keep it."""
-    for how in (fcntl.LOCK_EX, fcntl.LOCK_SH):
-        with suppress(OSError):
-            fcntl.flock(fd, how | fcntl.LOCK_NB)
-    for cmd in (fcntl.F_SETLK, fcntl.F_OFD_SETLK):
-        for kind in (fcntl.F_WRLCK, fcntl.F_RDLCK):
-            with suppress(OSError):
-                fcntl.fcntl(fd, cmd, _FLOCK.pack(kind, 0, 0, 0, 0))
-
-
-def bystand(name: str, lock: bool) -> None:
-    """Open, map and read every region of log ``name`` in a loop, as `grep -r`, tar or a
-    backup agent do; with ``lock``, also take every lock a read-only descriptor allows."""
-    while True:
-        for entry in os.listdir("/dev/shm"):
-            if entry != name and not entry.startswith(name + "@"):
-                continue
-            if entry.endswith(".claim") and os.geteuid() == 0:
-                continue  # only root may open it for reading (see the claim region's own tests)
-            try:
-                fd = os.open("/dev/shm/" + entry, os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                if lock:
-                    lock_everything(fd)
-                size = os.fstat(fd).st_size
-                if size:
-                    with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as m:
-                        m[0]
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
-
-
-@contextmanager
-def bystander(name: str, lock: bool, uid: int | None) -> Iterator[int]:
-    """A forked process running ``bystand`` (as user ``uid`` if given); yields its pid."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            become(uid)
-            bystand(name, lock)
-        finally:
-            os._exit(1)
-    try:
-        yield pid
-    finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-
-
-def write_in_child(name: str, rollovers: int, segment: int) -> Callable[[], dict[str, Any] | None]:
-    """Fork a writer that rolls over ``rollovers`` times (record value = its position).
-    Returns a poll: None while it runs, then its wait status and how many regions it made."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            os.close(read_end)
-            made = 0
-            create = _segment.create
-
-            def counting(*args: Any) -> _segment.Region:
-                nonlocal made
-                made += 1
-                return create(*args)
-
-            _segment.create = counting  # type: ignore[assignment]
-            writer = AtomicLog.attach(name).try_claim_writer()
-            assert writer is not None
-            batch = np.arange(segment, dtype=np.int64)
-            for _ in range(rollovers):
-                writer.extend(batch + writer.end)
-            writer.close()
-            os.write(write_end, json.dumps({"made": made}).encode())
-            status = 0
-        except BaseException:
-            os.write(write_end, json.dumps({"error": traceback.format_exc()}).encode())
-        finally:
-            os._exit(status)
-    os.close(write_end)
-
-    def poll() -> dict[str, Any] | None:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if not done:
-            return None
-        with os.fdopen(read_end, "rb") as f:
-            out = f.read()
-        return {"status": status, **(json.loads(out) if out else {})}
-
-    return poll
-
-
-def check_snapshot(log: AtomicLog) -> Any:
-    """Every record a new snapshot shows must equal its position; returns the snapshot."""
-    snap = log.snapshot()
-    values = snap.to_numpy()
-    expected = np.arange(snap.start, snap.start + len(values))
-    assert np.array_equal(values, expected), f"wrong records in {snap!r}"
-    return snap
-
-
-CASES = [
-    pytest.param(0o600, False, False, id="same-user-opens-and-maps"),
-    pytest.param(0o600, True, False, id="same-user-opens-maps-and-locks"),
-    pytest.param(0o644, False, True, id="other-user-opens-and-maps"),
-    pytest.param(0o644, True, True, id="other-user-opens-maps-and-locks"),
-]
-
-
-@pytest.mark.parametrize(("mode", "lock", "as_other"), CASES)
-def test_a_bystander_opening_every_region_in_a_loop_never_kills_the_writer_nor_shows_wrong_records(
-    log_name: Callable[[], str], mode: int, lock: bool, as_other: bool
-) -> None:
-    if as_other and os.geteuid() != 0:
-        pytest.skip("needs root to run the bystander as another local user")
-    uid = other_user() if as_other else None
-    name = log_name()
-    rollovers, segment = 3000, 16
-    log = AtomicLog.new(retained=8 * segment, segment=segment, dtype=np.int64, name=name, mode=mode)
-    with log, bystander(name, lock, uid) as proc:
-        poll = write_in_child(name, rollovers, segment)
-        checked = 0
-        while (result := poll()) is None:
-            check_snapshot(log)
-            checked += 1
-        check_snapshot(log)
-        assert os.waitpid(proc, os.WNOHANG) == (0, 0), "the bystander itself ended"
-    assert os.WIFEXITED(result["status"]) and os.WEXITSTATUS(result["status"]) == 0, (
-        f"the writer ended with status {result['status']:#x} (signal {os.WTERMSIG(result['status'])})"
-        if os.WIFSIGNALED(result["status"])
-        else f"the writer failed: {result}"
-    )
-    reused = rollovers - result["made"]
-    print(f"\n{rollovers} rollovers, {reused} reused reclaimed pages, {checked} snapshots checked")
-    if not lock:  # a bystander that locks may hold every spare; the snapshots here hold some
-        assert reused > 0
 
 
 def test_the_claim_region_cannot_be_opened_for_reading(log_name: Callable[[], str]) -> None:

@@ -14,9 +14,7 @@ resumes anywhere but right after the last published record.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
-import multiprocessing
 import os
 import signal
 import time
@@ -27,61 +25,30 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import SHM, regions_of, segments_of
+from support import (
+    DTYPE,
+    GOLDEN,
+    JOIN_TIMEOUT,
+    MASK,
+    SHM,
+    check_of,
+    header_state,
+    joined,
+    reaping,
+    receive,
+    records,
+    regions_of,
+    segments_of,
+    soak_seconds,
+    start,
+    view_problems,
+)
 
 from atomic_log_shm import AtomicLog, Chunk, LogNotFoundError, Snapshot
-from atomic_log_shm._header import FIXED, NO_SEGMENT, SLOT
+from atomic_log_shm._header import NO_SEGMENT
 
-# fork: a child starts in milliseconds, which is what makes hundreds of kills affordable.
-CTX = multiprocessing.get_context("fork")
-DTYPE = np.dtype([("pos", "<i8"), ("check", "<u8")])
-GOLDEN = 0x9E3779B97F4A7C15
-MASK = (1 << 64) - 1
 START_TIMEOUT = 20.0  # a forked child attaches and claims in milliseconds; the machine is shared
-JOIN_TIMEOUT = 10.0
 CHILD_GIVE_UP = 60.0  # a child whose parent vanished stops by itself
-
-
-def soak_seconds(default: float) -> float:
-    value = os.environ.get("ATOMIC_LOG_SOAK_SECONDS")
-    return float(value) if value else default
-
-
-def check_of(pos: np.ndarray) -> np.ndarray:
-    return pos.astype(np.uint64) * np.uint64(GOLDEN)  # wraps modulo 2**64
-
-
-def records(start: int, count: int) -> np.ndarray:
-    out = np.empty(count, DTYPE)
-    out["pos"] = np.arange(start, start + count)
-    out["check"] = check_of(out["pos"])
-    return out
-
-
-def view_problems(chunks: list[Chunk], segment_capacity: int) -> tuple[np.ndarray, Counter[str]]:
-    """Check one view: records intact, positions consecutive, chunks whole, in order, in place.
-
-    Returns a copy of the records shown and how many violations of each kind it has.
-    """
-    problems: Counter[str] = Counter()
-    if not chunks:
-        return np.empty(0, DTYPE), problems
-    for before, after in itertools.pairwise(chunks):
-        problems["chunk out of sequence"] += after.sequence != before.sequence + 1
-    for chunk in chunks[:-1]:
-        problems["non-last chunk not full"] += len(chunk.values) != segment_capacity
-    for chunk in chunks:
-        problems["empty chunk"] += len(chunk.values) == 0
-        where = chunk.sequence * segment_capacity + np.arange(len(chunk.values))
-        problems["record not at its segment index"] += int(np.count_nonzero(chunk.values["pos"] != where))
-    view = joined(chunks)
-    pos = view["pos"]
-    problems["torn (check field wrong)"] += int(np.count_nonzero(view["check"] != check_of(pos)))
-    step = np.diff(pos)
-    problems["duplicated in one view"] += int(np.count_nonzero(step == 0))
-    problems["out of order"] += int(np.count_nonzero(step < 0))
-    problems["gap inside a view"] += int(np.count_nonzero(step > 1))
-    return view, +problems
 
 
 def changed_between(old: np.ndarray, new: np.ndarray) -> int:
@@ -101,22 +68,8 @@ def last_pos(chunks: list[Chunk]) -> int:
     return int(chunks[-1].values["pos"][-1]) if chunks else -1
 
 
-def joined(chunks: list[Chunk]) -> np.ndarray:
-    """A copy of the records of ``chunks``, in order."""
-    return np.concatenate([c.values for c in chunks]) if chunks else np.empty(0, DTYPE)
-
-
 def shown(snapshot: Snapshot) -> np.ndarray:
     return joined(list(snapshot.chunks()))
-
-
-def header_state(name: str) -> tuple[int, np.ndarray]:
-    """The head and the slot table, read straight from the header region's bytes."""
-    with open(os.path.join(SHM, name), "rb") as f:
-        raw = f.read()
-    fixed = np.frombuffer(raw, FIXED, count=1)[0]
-    slots = np.frombuffer(raw, SLOT, count=int(fixed["slot_count"]), offset=FIXED.itemsize)
-    return int(fixed["head"]), slots.copy()
 
 
 def segment_files(name: str) -> dict[int, int]:
@@ -126,37 +79,6 @@ def segment_files(name: str) -> dict[int, int]:
         with contextlib.suppress(FileNotFoundError):
             found[seq] = os.stat(os.path.join(SHM, entry)).st_size
     return found
-
-
-@contextlib.contextmanager
-def reaping() -> Iterator[list[Any]]:
-    """A list to put started processes in; whatever is still alive at the end is SIGKILLed."""
-    processes: list[Any] = []
-    try:
-        yield processes
-    finally:
-        for p in processes:
-            if p.is_alive():
-                p.kill()
-        for p in processes:
-            p.join(JOIN_TIMEOUT)
-
-
-def start(processes: list[Any], target: Any, *args: Any) -> tuple[Any, Connection]:
-    """Fork ``target(*args, conn)``; return the process and the end of a pipe it sends on."""
-    reading, sending = CTX.Pipe(duplex=False)
-    process = CTX.Process(target=target, args=(*args, sending), daemon=True)
-    process.start()
-    processes.append(process)
-    sending.close()
-    return process, reading
-
-
-def receive(conn: Connection, timeout: float, what: str) -> Any:
-    assert conn.poll(timeout), f"no message from {what} within {timeout} s"
-    message = conn.recv()
-    assert not (isinstance(message, dict) and "error" in message), f"{what} failed: {message['error']}"
-    return message
 
 
 def errors_sent(conn: Connection) -> list[str]:

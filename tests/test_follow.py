@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import SHM, become, other_user, regions_of
+from support import SHM, become, other_user, publish_later, regions_of
 
 from atomic_log_shm import AtomicLog
 
@@ -135,20 +135,11 @@ def test_wait_times_out_when_nothing_is_published() -> None:
         assert cursor.wait(timeout=0) is True
 
 
-def _publish_later(name: str, delay: float) -> None:
-    log = AtomicLog.attach(name)
-    writer = log.try_claim_writer()
-    assert writer is not None
-    time.sleep(delay)
-    writer.append(42)
-    writer.close()
-
-
 @pytest.mark.parametrize("method", ["spawn", "fork"])
 def test_a_waiter_is_woken_by_a_writer_in_another_process(method: str) -> None:
     with AtomicLog.new(retained=8, segment=4, dtype=np.int64) as log:
         cursor = log.cursor("newest")
-        child = mp.get_context(method).Process(target=_publish_later, args=(log.name, 0.2))
+        child = mp.get_context(method).Process(target=publish_later, args=(log.name, 0.2))
         child.start()
         try:
             assert cursor.wait(timeout=30)

@@ -14,9 +14,7 @@ from types import FrameType
 
 import numpy as np
 import pytest
-from support import SHM, regions_of
-from test_interrupts import Interrupter, interrupt_at_every_line, run_traced
-from test_wakeups import _wait_in_child
+from support import SHM, Interrupter, interrupt_at_every_line, regions_of, run_traced, wait_in_child
 
 import atomic_log_shm
 from atomic_log_shm import AtomicLog, Cursor, LogNotFoundError, Snapshot, remove_log
@@ -74,7 +72,7 @@ def test_a_follower_asleep_in_another_process_is_woken_by_the_removal(
     writer, log = AtomicLog.new_claimed(name=log_name(), retained=8, segment=4, dtype=np.int64)
     ctx = mp.get_context(method)
     outcome: mp.Queue[str] = ctx.Queue()
-    child = ctx.Process(target=_wait_in_child, args=(log.name, outcome))
+    child = ctx.Process(target=wait_in_child, args=(log.name, outcome))
     with writer, log:
         child.start()
         assert outcome.get(timeout=30) == "ready"

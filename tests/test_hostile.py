@@ -1,19 +1,19 @@
 """Hostile conditions: a damaged header, a full /dev/shm, long runs, permissions, cleanup.
 
-Items 4-8 of the reliability issue. docs/reliability.md (from "A hostile or damaged header"
-to "Cleanup") states each guarantee, what is out of scope, and the figures of the last run.
+docs/reliability.md (from "A hostile or damaged header" to "Cleanup") states each guarantee,
+what is out of scope, and the figures of the last run.
 
-4. A damaged header region is fuzzed in forked children: the child overwrites the header
+1. A damaged header region is fuzzed in forked children: the child overwrites the header
    (after taking a snapshot through it, and before attaching anew), then reads through the
    public API; the parent checks how the child ended, so a segfault, SIGBUS or hang is one
    failed case rather than a dead test run. Reading must give a consistent view or raise
    an AtomicLogError.
-5. /dev/shm running out of room is played in a private tmpfs of a few pages, mounted in a
+2. /dev/shm running out of room is played in a private tmpfs of a few pages, mounted in a
    mount namespace of a child (``unshare --mount``): nothing the host sees is touched.
-6. Readers and writers following 10,000+ rollovers hold a bounded number of mappings and
+3. Readers and writers following 10,000+ rollovers hold a bounded number of mappings and
    file descriptors (read from /proc/self/maps and /proc/self/fd).
-7. Permissions of regions, read-only mappings of readers, name validation.
-8. Cleanup of a log, including segments orphaned by a crashed writer.
+4. Permissions of regions, read-only mappings of readers, name validation.
+5. Cleanup of a log, including segments orphaned by a crashed writer.
 
 Not tested, on purpose: truncating a region after a process mapped it. Loads from the lost
 pages raise SIGBUS in every process that mapped it; only a process with write access to
@@ -151,7 +151,7 @@ def in_child(fn: Callable[[], str], seconds: float = CASE_SECONDS) -> tuple[int,
 
 
 # ---------------------------------------------------------------------------------------
-# 4. A hostile or damaged header
+# 1. A hostile or damaged header
 #
 # The log fuzzed: 22 int64 records in segments of 4, three slots. Segments 0-4 are full,
 # the head, 5, holds two records; 3, 4 and 5 are retained. Record i is stored as i + 1.
@@ -593,7 +593,7 @@ def test_a_claim_on_a_header_region_with_slack_works_and_is_released(
 
 
 # ---------------------------------------------------------------------------------------
-# 5. Out of room in /dev/shm
+# 2. Out of room in /dev/shm
 #
 # The scenarios run in a child with a mount namespace of its own (unshare --mount), where
 # /dev/shm is a fresh tmpfs of a few pages; each phase mounts a new one over the last. The
@@ -683,7 +683,7 @@ def test_rollover_without_an_inode_is_an_out_of_space_error(out_of_space: dict[s
 
 
 # ---------------------------------------------------------------------------------------
-# 6. Bounded resources over many rollovers
+# 3. Bounded resources over many rollovers
 
 ROLLOVERS = 12_000
 
@@ -829,7 +829,7 @@ def test_writer_of_more_segments_than_descriptors_to_spare_works_or_raises_an_at
 
 
 # ---------------------------------------------------------------------------------------
-# 7. Permissions and names
+# 4. Permissions and names
 
 
 def assert_modes(name: str, mode: int) -> None:
@@ -970,7 +970,7 @@ def test_names_that_are_not_str_are_refused(name: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# 8. Cleanup, with segments orphaned by a crashed writer
+# 5. Cleanup, with segments orphaned by a crashed writer
 
 
 def crash_writer(name: str, count: int) -> None:

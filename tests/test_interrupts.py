@@ -1,5 +1,5 @@
 """An exception raised at any line inside the library (as a SIGINT handler raises
-KeyboardInterrupt between bytecodes) must leave the log whole (issue 9, items 5 and 6).
+KeyboardInterrupt between bytecodes) must leave the log whole.
 
 Each case runs an operation once per line event inside ``_writer.py``, ``_segment.py`` and
 ``_shm.py`` (``sys.settrace``), raising KeyboardInterrupt at the k-th, and checks after it:
@@ -14,16 +14,14 @@ Each case runs an operation once per line event inside ``_writer.py``, ``_segmen
 
 from __future__ import annotations
 
-import ctypes
 import os
-import sys
 import time
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 import numpy as np
 import pytest
+from support import Interrupter, interrupt_at_every_line, run_traced
 
 import atomic_log_shm
 from atomic_log_shm import AtomicLog, Writer, WriterClosedError, _wait
@@ -31,68 +29,6 @@ from atomic_log_shm import AtomicLog, Writer, WriterClosedError, _wait
 PACKAGE = os.path.dirname(atomic_log_shm.__file__)
 WRITER_FILES = {os.path.join(PACKAGE, f) for f in ("_writer.py", "_segment.py", "_shm.py")}
 SEGMENT, RETAINED = 4, 8
-
-
-class Interrupter:
-    """A trace function that raises KeyboardInterrupt at the ``at``-th line event in
-    ``files``; counts the events when ``at`` is None."""
-
-    def __init__(self, files: set[str], at: int | None) -> None:
-        self.files = files
-        self.at = at
-        self.lines = 0
-        self.fired = False
-
-    def __call__(self, frame: FrameType, event: str, arg: Any) -> Any:
-        if frame.f_code.co_filename not in self.files or self.fired:
-            return None
-        return self.local
-
-    def local(self, frame: FrameType, event: str, arg: Any) -> Any:
-        if event == "line" and not self.fired:
-            if self.lines == self.at:
-                self.fired = True
-                raise KeyboardInterrupt(f"line {self.lines}: {frame.f_code.co_name}:{frame.f_lineno}")
-            self.lines += 1
-        return self.local
-
-
-def run_traced(op: Callable[[], None], tracer: Interrupter) -> bool:
-    """Run ``op`` under ``tracer``; True if it was interrupted."""
-    sys.settrace(tracer)
-    try:
-        op()
-    except KeyboardInterrupt:
-        interrupted = True
-    else:
-        interrupted = False
-    finally:
-        sys.settrace(None)
-    if interrupted:
-        _forget_handled_exception()
-    return interrupted
-
-
-def _forget_handled_exception() -> None:
-    """A trace function that raises at the line of an ``except X:`` clause does so after
-    CPython 3.11 made the caught exception the thread's handled one and before the clause
-    can restore the previous one: the exception stays "handled" (sys.exc_info()) for the
-    rest of the thread, and every later exception gets it as its __context__. A signal
-    cannot raise there (signal handlers run only at calls and jumps); only this test's
-    tracer can, so the test clears it."""
-    set_handled = ctypes.pythonapi.PyErr_SetHandledException
-    set_handled.argtypes = [ctypes.py_object]
-    set_handled.restype = None
-    set_handled(None)
-
-
-def interrupt_at_every_line(once: Callable[[int | None], tuple[bool, int]], more_than: int) -> None:
-    """``once(None)`` runs a case untraced and says how many line events it made; then
-    ``once(at)`` must be interrupted at each of them (``once`` checks the invariants)."""
-    _, lines = once(None)
-    assert lines > more_than
-    for at in range(lines):
-        assert once(at)[0], at
 
 
 def check_log(log: AtomicLog, low: int, high: int) -> int:

@@ -1,13 +1,15 @@
 """Cursor.wait()'s linger: a follower that a fast writer keeps ahead of takes its records in
 batches instead of spinning through them, and nobody else ever lingers.
 
-The pauses are taken from a stand-in for time.sleep, so nothing here depends on timing
-but the one test that runs a real writer in another process.
+The pauses are taken from a stand-in for time.sleep, and where a test needs a follower to
+linger, the clock is a stand-in too (``clock``): so nothing here depends on how fast the
+machine runs a round, but the one test that runs a real writer in another process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing as mp
 import time
 from collections.abc import Iterator
@@ -31,7 +33,25 @@ def pauses(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
     yield taken
 
 
-def test_a_follower_kept_behind_by_a_fast_writer_lingers_after_a_streak(pauses: list[float]) -> None:
+TICK = 50e-6  # what the clock advances per reading (``clock``)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """time.monotonic advances TICK per reading, however long the machine takes.
+
+    With the real clock, whether a follower lingers depends on how long its round took: a
+    round of over 1 ms (a busy machine) leaves no linger, and one of a few µs (an idle fast
+    one) makes 100 records look like a rate that would fill a quarter of the window in the
+    pause. Here a round is the few readings it makes: 100 records in 50 to 500 µs are
+    200,000 to 2,000,000 a second, fast enough to linger, and the window is safe."""
+    readings = itertools.count(1000.0, TICK)
+    monkeypatch.setattr(_wait.time, "monotonic", lambda: next(readings))  # _reader's too
+
+
+def test_a_follower_kept_behind_by_a_fast_writer_lingers_after_a_streak(
+    pauses: list[float], clock: None
+) -> None:
     writer, log = AtomicLog.new_claimed(retained=1 << 16, segment=1 << 12, dtype=np.int64)
     with log, writer:
         cursor = log.cursor("newest")
@@ -41,9 +61,8 @@ def test_a_follower_kept_behind_by_a_fast_writer_lingers_after_a_streak(pauses: 
             assert len(cursor.poll()) == 100
             if round_ < _wait.STREAK:
                 assert pauses == []
-        # Each of the last 4 lingers unless its round took the machine over 1 ms (load).
-        assert 1 <= len(pauses) <= 4
-        assert all(0 < p <= _wait.LINGER for p in pauses)
+        assert len(pauses) == 4  # each wait after the streak, until 1 ms after the last returned
+        assert all(0 < p < _wait.LINGER for p in pauses)
 
 
 def test_linger_zero_never_pauses(pauses: list[float]) -> None:
@@ -113,19 +132,22 @@ def test_lingering_never_outlasts_the_timeout(pauses: list[float]) -> None:
         assert all(p <= 0.0002 for p in pauses)
 
 
-def test_wait_async_lingers_as_wait_does(pauses: list[float]) -> None:
+def test_wait_async_lingers_as_wait_does(pauses: list[float], clock: None) -> None:
     writer, log = AtomicLog.new_claimed(retained=1 << 16, segment=1 << 12, dtype=np.int64)
 
     async def follow() -> None:
         cursor = log.cursor("newest")
-        for _ in range(_wait.STREAK + 2):
+        for round_ in range(_wait.STREAK + 2):
             writer.extend(np.arange(100))
             assert await cursor.wait_async(1.0)
             cursor.poll()
+            if round_ < _wait.STREAK:
+                assert pauses == []
 
     with log, writer:
         asyncio.run(follow())
-        assert 1 <= len(pauses) <= 2  # as above
+        assert len(pauses) == 2  # as above
+        assert all(0 < p < _wait.LINGER for p in pauses)
 
 
 @pytest.mark.parametrize("bad", [-1, "1", float("nan"), True, [1]])
@@ -205,7 +227,7 @@ def test_how_long_a_follower_lingers(
     assert pace.pause(waiting, _wait.LINGER, timeout, 1 << 16) == 0.0
 
 
-def test_a_snapshot_kept_behind_by_a_fast_writer_lingers_too(pauses: list[float]) -> None:
+def test_a_snapshot_kept_behind_by_a_fast_writer_lingers_too(pauses: list[float], clock: None) -> None:
     writer, log = AtomicLog.new_claimed(retained=1 << 16, segment=1 << 12, dtype=np.int64)
     with log, writer:
         snap = log.snapshot()
@@ -215,7 +237,8 @@ def test_a_snapshot_kept_behind_by_a_fast_writer_lingers_too(pauses: list[float]
             snap.refresh()
             if round_ < _wait.STREAK:
                 assert pauses == []
-        assert 1 <= len(pauses) <= 4  # as for a cursor
+        assert len(pauses) == 4  # as for a cursor
+        assert all(0 < p < _wait.LINGER for p in pauses)
         writer.extend(np.arange(100))
         assert snap.wait(1.0, linger=0)  # turned off for this wait
-        assert len(pauses) <= 4
+        assert len(pauses) == 4

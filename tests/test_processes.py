@@ -23,7 +23,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import SHM, Mapping, mappings_of, segment_number, segments_of, values
+from support import (
+    SHM,
+    TIMEOUT,
+    Child,
+    chunk_shape,
+    is_header_or_segment,
+    log_mappings,
+    mapping_of,
+    segments_in_shm,
+    values,
+)
 
 from atomic_log_shm import (
     AtomicLog,
@@ -32,70 +42,11 @@ from atomic_log_shm import (
     WriterClosedError,
 )
 
-TIMEOUT = 20.0  # seconds any one wait may take before the test fails
 METHODS = ["spawn", "fork"]
 
 
 # ---------------------------------------------------------------------------------------
 # Running children
-
-
-class ChildError(Exception):
-    """The traceback of an exception raised in a child process."""
-
-
-def _run_child(out: Any, fn: Callable[..., Any], *args: Any) -> None:
-    try:
-        message: tuple[Any, ...] = ("return", fn(out, *args))
-    except BaseException as exc:
-        text = traceback.format_exc()
-        try:
-            pickle.dumps(exc)
-        except Exception:
-            exc = RuntimeError(f"unpicklable {type(exc).__name__} in child")
-        message = ("raise", exc, text)
-    out.put(message)
-
-
-class Child:
-    """A process running ``fn(out, *args)``; its messages are read with a timeout."""
-
-    def __init__(self, ctx: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.out = ctx.Queue()
-        self.process = ctx.Process(target=_run_child, args=(self.out, fn, *args), daemon=True)
-        self.process.start()
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def _next(self, kind: str) -> Any:
-        message = self.out.get(timeout=TIMEOUT)
-        if message[0] == "raise":
-            exc = message[1]
-            raise exc from ChildError(message[2])  # the child's traceback, as the cause
-        assert message[0] == kind, f"expected a {kind} from the child, got {message!r}"
-        return message[1]
-
-    def step(self) -> Any:
-        """The next value the child reported with ``out.put(("step", value))``."""
-        return self._next("step")
-
-    def result(self) -> Any:
-        """What the child's function returned (its exception is raised here)."""
-        return self._next("return")
-
-    def join(self) -> int | None:
-        self.process.join(TIMEOUT)
-        assert not self.process.is_alive(), "the child did not exit in time"
-        return self.process.exitcode
-
-    def stop(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(TIMEOUT)
-        self.out.close()
-        self.out.join_thread()
 
 
 @pytest.fixture(params=METHODS)
@@ -133,33 +84,6 @@ def children_killed_on_failure() -> Iterator[None]:
 
 # ---------------------------------------------------------------------------------------
 # Looking at the system
-
-
-def is_header_or_segment(path: str, name: str) -> bool:
-    """Whether ``path`` is log ``name``'s header region or one of its segment regions."""
-    region = path.removeprefix(f"{SHM}/")
-    return region != path and (region == name or segment_number(name, region) is not None)
-
-
-def log_mappings(pid: int, name: str) -> list[Mapping]:
-    """Every mapping of log ``name``'s header or segments in process ``pid`` (not its wait region)."""
-    everything = mappings_of(name, pid)
-    return [m for m in everything if is_header_or_segment(m.path.removesuffix(" (deleted)"), name)]
-
-
-def mapping_of(array: np.ndarray, name: str) -> Mapping:
-    """The mapping of this process that ``array`` views."""
-    [mapping] = [m for m in log_mappings(os.getpid(), name) if m.holds(array.ctypes.data)]
-    return mapping
-
-
-def segments_in_shm(name: str) -> dict[int, int]:
-    """{segment number: inode} of the log's segments that still have a name in /dev/shm."""
-    return {seq: os.stat(f"{SHM}/{entry}").st_ino for seq, entry in segments_of(name)}
-
-
-def chunk_shape(snap: Any) -> list[tuple[int, int]]:
-    return [(c.sequence, len(c.values)) for c in snap.chunks()]
 
 
 def chunk_problems(chunks: list[Any], capacity: int) -> list[str]:
@@ -307,63 +231,7 @@ def test_reader_child_cannot_write_and_maps_the_log_without_write_permission(sta
 
 
 # ---------------------------------------------------------------------------------------
-# 3. a snapshot stays valid after its segments are reclaimed
-
-
-def hold_views_while_writer_reclaims(out: Any, name: str, go: list[Any]) -> dict[str, Any]:
-    log = AtomicLog.attach(name)
-    snap = log.snapshot()  # held, with its handle, then refreshed at the end
-    held = [c.values for c in snap.chunks()]
-    out.put(("step", {"chunks": chunk_shape(snap), "arrays": [a.tolist() for a in held]}))
-    assert go[0].wait(TIMEOUT)
-
-    with AtomicLog.attach(name) as other:  # arrays kept alone: handle closed, snapshot dropped
-        bare = [c.values for c in other.snapshot().chunks()]
-    gc.collect()
-    out.put(("step", [a.tolist() for a in bare]))
-    assert go[1].wait(TIMEOUT)  # the writer appends far past the retained window meanwhile
-
-    after = {
-        "snapshot": values(snap),
-        "arrays": [a.tolist() for a in held],
-        "bare arrays": [a.tolist() for a in bare],
-        "mapped inodes": {mapping_of(a, name).inode for a in held + bare},
-    }
-    snap.refresh()
-    after["refreshed"] = values(snap)
-    after["refreshed chunks"] = chunk_shape(snap)
-    after["arrays after refresh"] = [a.tolist() for a in held]
-    return after
-
-
-def test_child_views_keep_their_values_after_the_writer_reclaims_their_segments(start, ctx, log_name) -> None:
-    # retained 8, segments of 4: ceil(8 / 4) + 1 = 3 segments are kept
-    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=log_name())
-    with log, writer:
-        writer.extend(range(10))
-        go = [ctx.Event(), ctx.Event()]
-        child = start(hold_views_while_writer_reclaims, log.name, go)
-        held = child.step()
-        assert held == {"chunks": [(0, 4), (1, 4), (2, 2)], "arrays": [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]}
-        writer.extend(range(10, 30))
-        go[0].set()
-        bare = child.step()
-        assert bare == [[20, 21, 22, 23], [24, 25, 26, 27], [28, 29]]  # segments 5, 6 and 7
-
-        writer.extend(range(30, 200))
-        assert segments_in_shm(log.name).keys().isdisjoint({0, 1, 2, 5, 6, 7})  # all reclaimed
-        go[1].set()
-        after = child.result()
-        # The child still maps the six regions it holds, and none of them has a name any more.
-        assert len(after["mapped inodes"]) == 6
-        assert after["mapped inodes"].isdisjoint(segments_in_shm(log.name).values())
-
-        assert after["arrays"] == held["arrays"]
-        assert after["bare arrays"] == bare
-        assert after["snapshot"] == list(range(10))
-        assert after["refreshed"] == list(range(188, 200)) == values(log.snapshot())
-        assert after["refreshed chunks"] == [(47, 4), (48, 4), (49, 4)]
-        assert after["arrays after refresh"] == held["arrays"]
+# 3. a snapshot stays valid after its segments are reclaimed: tests/test_page_reuse.py
 
 
 # ---------------------------------------------------------------------------------------

@@ -240,7 +240,7 @@ class FloorPub(Publisher):
 
 
 class StructFloorPub(FloorPub):
-    """The floor's ring written the issue-10 way: ``struct.pack_into`` of the record's
+    """The floor's ring written the struct way: ``struct.pack_into`` of the record's
     fields, passed one by one, into the ring's mmap, then the counter. No numpy record on
     the way: the fastest pure-Python store of a record measured here. Publishes only (A)."""
 
