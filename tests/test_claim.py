@@ -20,13 +20,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 import numpy as np
 import pytest
 import support
-from support import SHM, regions_of
+from support import SHM, Interrupter, interrupt_at_every_line, regions_of, run_traced
 
 import atomic_log_shm
 from atomic_log_shm import AtomicLog, AtomicLogError, LogNotFoundError, remove_log
@@ -162,26 +161,6 @@ def test_a_reader_can_neither_fake_nor_hide_nor_block_a_writer(log_name: Names, 
 # -- no claim held by nobody -------------------------------------------------------------------
 
 
-class Interrupter:
-    """Raises KeyboardInterrupt at the ``at``-th line event in ``files``."""
-
-    def __init__(self, files: set[str], at: int | None) -> None:
-        self.files, self.at, self.lines, self.fired = files, at, 0, False
-
-    def __call__(self, frame: FrameType, event: str, arg: Any) -> Any:
-        if frame.f_code.co_filename not in self.files or self.fired:
-            return None
-        return self.local
-
-    def local(self, frame: FrameType, event: str, arg: Any) -> Any:
-        if event == "line" and not self.fired:
-            if self.lines == self.at:
-                self.fired = True
-                raise KeyboardInterrupt(f"line {self.lines}: {frame.f_code.co_name}:{frame.f_lineno}")
-            self.lines += 1
-        return self.local
-
-
 CLAIM_FILES = {
     os.path.join(PACKAGE, f) for f in ("_writer.py", "_claim.py", "_segment.py", "_shm.py", "_wait.py")
 }
@@ -191,16 +170,9 @@ def interrupted(op: Callable[[], Any], at: int | None) -> tuple[bool, Any, int]:
     """Run ``op`` raising KeyboardInterrupt at its ``at``-th line event; (interrupted?, what
     it returned, line events seen). The exception, its traceback and frames are dropped."""
     tracer = Interrupter(CLAIM_FILES, at)
-    result = None
-    sys.settrace(tracer)
-    try:
-        result = op()
-        hit = False
-    except KeyboardInterrupt:
-        hit = True
-    finally:
-        sys.settrace(None)
-    return hit, result, tracer.lines
+    result: list[Any] = []
+    hit = run_traced(lambda: result.append(op()), tracer)
+    return hit, result[0] if result else None, tracer.lines
 
 
 @pytest.mark.parametrize("operation", ["try_claim_writer", "close"])
@@ -233,9 +205,7 @@ def test_an_interrupt_at_any_line_of_claiming_or_closing_never_leaves_the_claim_
         log.close()
         return hit, lines
 
-    _, lines = once(None)
-    assert lines > 5
-    assert sum(once(at)[0] for at in range(lines)) == lines
+    interrupt_at_every_line(once, more_than=20)
     remove_log(name)
 
 
