@@ -5,6 +5,7 @@
     atomic-log tail NAME [-n N] [--json]           print the newest records, then follow
     atomic-log ls [--json]                         the logs on this host
     atomic-log rm [--stale] [PATTERN ...]          remove logs (crash leftovers included)
+    atomic-log rm --redis REDIS_URL NAME ...       remove relayed streams from Redis
     atomic-log bench [ARGS ...]                    the quick benchmark (atomic_log_shm.bench)
     atomic-log relay NAME REDIS_URL [--stream KEY] relay a log to a Redis stream (atomic_log_shm.relay)
     atomic-log mirror REDIS_URL NAME [--as LOCAL]  mirror a relayed log into a log on this host
@@ -300,6 +301,8 @@ def _matching(patterns: list[str], stale: bool) -> tuple[list[str], list[str]]:
 
 
 def _cmd_rm(args: argparse.Namespace) -> int:
+    if args.redis is not None:
+        return _cmd_rm_streams(args)
     names, errors = _matching(args.patterns, args.stale)
     for line in errors:
         print(line, file=sys.stderr)
@@ -326,6 +329,22 @@ def _cmd_rm(args: argparse.Namespace) -> int:
             print(f"  note: pid {holder} still writes to it; its writer stops at its next rollover")
     if args.stale and not removed_any and not errors:
         print("no stale logs to remove")
+    return status
+
+
+def _cmd_rm_streams(args: argparse.Namespace) -> int:
+    """``rm --redis URL NAME ...``: the relayed stream of each NAME and its metadata."""
+    from . import relay  # redis-py only when asked for (MissingDependencyError without it)
+
+    status = 0
+    for name in args.patterns:
+        try:
+            removed = relay.remove_stream(args.redis, name)
+        except (relay.StreamNotFoundError, relay.StreamContentError) as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"removed {' and '.join(removed)}")
     return status
 
 
@@ -506,7 +525,8 @@ def _parser() -> argparse.ArgumentParser:
         help="remove logs",
         description="Remove logs from the system, with any segments crashed writers left behind, "
         "and print each name removed. A PATTERN may hold shell-style wildcards ('sensors-*'; quote "
-        "it); a pattern that matches no log is an error (exit status 1).",
+        "it); a pattern that matches no log is an error (exit status 1). With --redis, remove "
+        "relayed streams from Redis instead.",
     )
     rm.add_argument("patterns", nargs="*", metavar="PATTERN", help="log names or shell-style patterns")
     rm.add_argument(
@@ -514,6 +534,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="remove only logs no writer holds (a writer that closed or died), and orphaned "
         "segments; without PATTERN, every such log",
+    )
+    rm.add_argument(
+        "--redis",
+        metavar="REDIS_URL",
+        help="remove the Redis stream a relay of each NAME writes (atomic-log:NAME) and its :meta "
+        "hash from this Redis, whether or not a log NAME exists here; the logs stay",
     )
     rm.set_defaults(run=_cmd_rm)
 
@@ -538,6 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command == "rm" and not (args.patterns or args.stale):
         parser.error("rm takes a log NAME or PATTERN, or --stale")
+    if args.command == "rm" and args.redis is not None and (args.stale or not args.patterns):
+        parser.error("rm --redis takes the NAMEs of relayed logs, not --stale")
     if args.command == "bench":
         args.bench_args = extra
     elif extra:
