@@ -10,7 +10,6 @@ source's record there.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import random
@@ -588,10 +587,6 @@ def test_a_mirror_away_longer_than_the_stream_keeps_continues_its_log_and_counts
             batch = mirrored.cursor(40).poll()
             assert (batch.start, batch.missed) == (60, 20)
             assert are_the_sources(np.concatenate(batch.arrays), 60)
-
-
-def test_a_mirror_shows_its_mode_in_octal() -> None:
-    assert "mode: 'int' = 0o600" in str(inspect.signature(Mirror))
 
 
 # ---------------------------------------------------------------------------------------

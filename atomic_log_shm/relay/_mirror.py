@@ -32,13 +32,6 @@ from ._format import MAX_SEQ, Meta, entry, first_entry, meta_key, parse_meta, st
 _READ_COUNT = 16  # entries a mirror takes per XREAD
 
 
-class _Mode(int):
-    """A file mode that shows in octal: ``help(Mirror)`` says ``mode=0o600``, not 384."""
-
-    def __repr__(self) -> str:
-        return f"{int(self):#o}"
-
-
 class Mirror(Endpoint):
     """Reads a stream that a Relay writes and writes its records into a log on this host.
 
@@ -50,7 +43,7 @@ class Mirror(Endpoint):
     source log's name. Positions are the source's: a gap in the stream (records the relay
     never got, or that were trimmed before this mirror read them) is skipped, and readers of
     the local log count it in ``missed``. ``stream`` defaults to ``stream_key(name)``;
-    ``mode`` is the permissions of the log it makes (owner-only by default).
+    ``mode`` is the permissions of the log it makes: 0o600 (owner-only) unless told.
     """
 
     def __init__(
@@ -60,7 +53,7 @@ class Mirror(Endpoint):
         *,
         local: str | None = None,
         stream: str | None = None,
-        mode: int = _Mode(0o600),
+        mode: int = 0o600,
     ) -> None:
         stream = stream if stream is not None else stream_key(name)
         self._local = check_name(local if local is not None else name)
