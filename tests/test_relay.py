@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -560,6 +561,28 @@ def test_a_mirror_killed_and_restarted_resumes_its_own_log_and_refuses_a_foreign
             Mirror(server.url, source, local=foreign).run()
         assert caught.value.name == foreign
         assert state(other) == before
+
+
+def test_a_log_made_while_the_mirror_waited_for_entries_is_checked_like_any_other(
+    server: RedisServer, names: Callable[[], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="atomic_log_shm.relay")
+    source, local = names(), names()
+    writer, log = AtomicLog.new_claimed(retained=100, segment=50, dtype=DTYPE, name=source)
+    with log, writer, running(Relay(source, server.url)):
+        until(lambda: server.client().exists(stream_key(source) + ":meta"), "the relay's metadata")
+        mirror = Mirror(server.url, source, local=local)
+        with pytest.raises(NotAMirrorError, match="other records than stream"), running(mirror) as (thread,):
+            until(lambda: "reading the stream from its oldest entry" in caplog.text, "the mirror to wait")
+            other_writer, other = AtomicLog.new_claimed(retained=100, segment=50, dtype=DTYPE, name=local)
+            theirs = records(0, 10)
+            theirs["qty"] = -1
+            other_writer.extend(theirs)
+            other_writer.close()
+            other.close()  # (leaving `with` would remove the log it made)
+            writer.extend(records(0, 10))  # the mirror's first entry: its log is there already
+            until(lambda: not thread.thread.is_alive(), "the mirror to stop")
+    assert end_of(local) == 10 and mirror.written == 0
 
 
 def test_a_mirror_away_longer_than_the_stream_keeps_continues_its_log_and_counts_the_gap(
