@@ -2,9 +2,10 @@
 
     atomic-log demo [--duration S] [--readers N]   a live writer and readers, then clean up
     atomic-log inspect NAME [--json]               a log's header, in words
-    atomic-log tail NAME [-n N] [--json]           print the newest records, then follow
-    atomic-log ls [--json]                         the logs on this host
+    atomic-log tail NAME [-n N] [--fields A,B]     print the newest records, then follow
+    atomic-log ls [--wide] [--json]                the logs on this host
     atomic-log rm [--stale] [PATTERN ...]          remove logs (crash leftovers included)
+    atomic-log rm --redis REDIS_URL NAME ...       remove relayed streams from Redis
     atomic-log bench [ARGS ...]                    the quick benchmark (atomic_log_shm.bench)
     atomic-log relay NAME REDIS_URL [--stream KEY] relay a log to a Redis stream (atomic_log_shm.relay)
     atomic-log mirror REDIS_URL NAME [--as LOCAL]  mirror a relayed log into a log on this host
@@ -21,6 +22,7 @@ only by the demo's live view, and only if it is installed.
 from __future__ import annotations
 
 import argparse
+import datetime
 import fnmatch
 import importlib
 import json
@@ -28,7 +30,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
 from typing import Any, TextIO
 
@@ -148,18 +150,36 @@ def _column(values: npt.NDArray[Any], as_json: bool) -> list[Any]:
     return texts  # floats in text; datetimes, complex, nested records, sub-arrays as numpy shows them
 
 
-def _lines(values: npt.NDArray[Any], first: int, as_json: bool) -> list[str]:
-    """One line per record: ``#position field=value ...``, or a JSON object."""
-    names = values.dtype.names
-    columns = [_column(values[n], as_json) for n in names] if names else [_column(values, as_json)]
-    keys = list(names) if names else ["value"]
+def _times(values: npt.NDArray[Any]) -> list[str]:
+    """Seconds since the epoch as ISO 8601 local times to the millisecond; a value that is
+    no time (NaN, out of range) as it is."""
+    texts = []
+    for value in values:
+        try:
+            when = datetime.datetime.fromtimestamp(float(value)).astimezone()
+            texts.append(when.isoformat(timespec="milliseconds"))
+        except (ValueError, OverflowError, OSError):
+            texts.append(str(value))  # numpy's shortest text for its type, as _column shows it
+    return texts
+
+
+def _lines(
+    values: npt.NDArray[Any], first: int, fields: Sequence[str], times: frozenset[str], as_json: bool
+) -> list[str]:
+    """One line per record: ``#position field=value ...`` for ``fields`` (those in
+    ``times`` as times), or a JSON object."""
+    if values.dtype.names:
+        columns = [_times(values[n]) if n in times else _column(values[n], as_json) for n in fields]
+    else:
+        columns = [_column(values, as_json)]
+    keys = list(fields) if values.dtype.names else ["value"]
     rows = zip(*columns, strict=True)
     if as_json:
         return [
             json.dumps({"position": first + i, **dict(zip(keys, row, strict=True))})
             for i, row in enumerate(rows)
         ]
-    if names:
+    if values.dtype.names:
         return [
             f"#{first + i} " + " ".join(f"{k}={v}" for k, v in zip(keys, row, strict=True))
             for i, row in enumerate(rows)
@@ -207,9 +227,39 @@ def _batches(cursor: Cursor, name: str, gather: float) -> Iterator[Poll]:
                 return
 
 
+_TIME_NAMES = ("ts", "time")  # float fields tail shows as times unless told another
+
+
+def _shown_fields(dtype: np.dtype[Any], args: argparse.Namespace) -> tuple[list[str], frozenset[str]] | str:
+    """The fields ``tail`` prints and those it prints as times; or why the options do not
+    fit the log's dtype (one line)."""
+    names = list(dtype.names or ())
+    fields: Mapping[str, Any] = dtype.fields or {}
+    if not names and (args.fields or args.time_field):
+        return f"log {args.name!r} holds plain {dtype} records, without fields"
+    fields_text = ", ".join(names)
+    chosen = [f for f in args.fields.split(",") if f] if args.fields else names
+    for name in [*chosen, *([args.time_field] if args.time_field else [])]:
+        if name not in fields:
+            return f"log {args.name!r} has no field {name!r}; its fields: {fields_text}"
+    if args.time_field:
+        kind = fields[args.time_field][0].kind
+        if kind not in "fiuM":
+            return f"field {args.time_field!r} is {fields[args.time_field][0]}, not seconds since the epoch"
+        times = {args.time_field} if kind != "M" else set()  # datetime64 shows as ISO already
+    else:
+        times = {n for n in _TIME_NAMES if n in fields and fields[n][0].kind == "f"}
+    return chosen, frozenset() if args.json else frozenset(times)
+
+
 def _cmd_tail(args: argparse.Namespace) -> int:
     out = sys.stdout
     with closing(AtomicLog.attach(args.name)) as log:
+        shown = _shown_fields(log.dtype, args)
+        if isinstance(shown, str):
+            print(f"{PROG}: {shown}", file=sys.stderr)
+            return 2
+        fields, times = shown
         snap = log.snapshot()
         cursor = log.cursor(max(snap.start, snap.end - args.n))
         del snap
@@ -219,7 +269,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
                     print(f"... {batch.missed:,} records missed ...", file=sys.stderr if args.json else out)
                 position = batch.start
                 for values in batch.arrays:
-                    out.write("\n".join(_lines(values, position, args.json)) + "\n")
+                    out.write("\n".join(_lines(values, position, fields, times, args.json)) + "\n")
                     position += len(values)
                 out.flush()
         except KeyboardInterrupt:
@@ -251,7 +301,9 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         rows.append({key: full[key] for key in keys})
         age = _age(time.time() - info.created.timestamp())
         records, memory = f"{info.records:,}", _size(info.memory_bytes)
-        table.append((name, _short_dtype(info.dtype), records, memory, age, info.writer_status))
+        wide = f"{_dtype_text(info.dtype)} ({info.dtype.itemsize} B)"
+        dtype = wide if args.wide else _short_dtype(info.dtype)
+        table.append((name, dtype, records, memory, age, info.writer_status))
     for name in sorted(_shm.region_owners() - set(headers)):
         regions, size = _shm.footprint(name, None)
         rows.append({"name": name, "orphaned": True, "regions": regions, "memory_bytes": size})
@@ -300,6 +352,8 @@ def _matching(patterns: list[str], stale: bool) -> tuple[list[str], list[str]]:
 
 
 def _cmd_rm(args: argparse.Namespace) -> int:
+    if args.redis is not None:
+        return _cmd_rm_streams(args)
     names, errors = _matching(args.patterns, args.stale)
     for line in errors:
         print(line, file=sys.stderr)
@@ -326,6 +380,22 @@ def _cmd_rm(args: argparse.Namespace) -> int:
             print(f"  note: pid {holder} still writes to it; its writer stops at its next rollover")
     if args.stale and not removed_any and not errors:
         print("no stale logs to remove")
+    return status
+
+
+def _cmd_rm_streams(args: argparse.Namespace) -> int:
+    """``rm --redis URL NAME ...``: the relayed stream of each NAME and its metadata."""
+    from . import relay  # redis-py only when asked for (MissingDependencyError without it)
+
+    status = 0
+    for name in args.patterns:
+        try:
+            removed = relay.remove_stream(args.redis, name)
+        except (relay.StreamNotFoundError, relay.StreamContentError) as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"removed {' and '.join(removed)}")
     return status
 
 
@@ -479,13 +549,26 @@ def _parser() -> argparse.ArgumentParser:
         description="Print the newest records, then each record as it is published, until Ctrl-C "
         "(exit status 0) or until the log is removed. Waits for the writer without using CPU. "
         "Records that were reclaimed before tail could print them are noted as "
-        "'... N records missed ...' (on stderr with --json).",
+        "'... N records missed ...' (on stderr with --json). Times (a float field 'ts' or 'time', "
+        "or --time-field) show as ISO 8601 local times, datetime64 fields as ISO 8601; --json "
+        "prints the raw numbers. An unknown field is exit status 2.",
     )
     tail.add_argument("name", metavar="NAME")
     tail.add_argument(
         "-n", type=_non_negative(int), default=10, metavar="N", help="start with the N newest (default 10)"
     )
-    tail.add_argument("--json", action="store_true", help="one JSON object a line")
+    tail.add_argument(
+        "--fields", metavar="A,B", help="print only these fields, in this order (comma-separated)"
+    )
+    tail.add_argument(
+        "--time-field",
+        metavar="F",
+        help="show field F (seconds since the epoch) as an ISO 8601 local time to the millisecond; "
+        "by default a float field named 'ts' or 'time' is shown so",
+    )
+    tail.add_argument(
+        "--json", action="store_true", help="one JSON object a line; numbers as they are (times too)"
+    )
     tail.add_argument(
         "--interval",
         type=_non_negative(float),
@@ -498,7 +581,8 @@ def _parser() -> argparse.ArgumentParser:
     ls = commands.add_parser(
         "ls", help="the logs on this host", description=f"List the logs in {_shm.SHM_DIR}."
     )
-    ls.add_argument("--json", action="store_true", help="a JSON array")
+    ls.add_argument("--wide", action="store_true", help="every field of the dtype, with its type")
+    ls.add_argument("--json", action="store_true", help="a JSON array (the full dtype included)")
     ls.set_defaults(run=_cmd_ls)
 
     rm = commands.add_parser(
@@ -506,7 +590,8 @@ def _parser() -> argparse.ArgumentParser:
         help="remove logs",
         description="Remove logs from the system, with any segments crashed writers left behind, "
         "and print each name removed. A PATTERN may hold shell-style wildcards ('sensors-*'; quote "
-        "it); a pattern that matches no log is an error (exit status 1).",
+        "it); a pattern that matches no log is an error (exit status 1). With --redis, remove "
+        "relayed streams from Redis instead.",
     )
     rm.add_argument("patterns", nargs="*", metavar="PATTERN", help="log names or shell-style patterns")
     rm.add_argument(
@@ -514,6 +599,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="remove only logs no writer holds (a writer that closed or died), and orphaned "
         "segments; without PATTERN, every such log",
+    )
+    rm.add_argument(
+        "--redis",
+        metavar="REDIS_URL",
+        help="remove the Redis stream a relay of each NAME writes (atomic-log:NAME) and its :meta "
+        "hash from this Redis, whether or not a log NAME exists here; the logs stay",
     )
     rm.set_defaults(run=_cmd_rm)
 
@@ -538,6 +629,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command == "rm" and not (args.patterns or args.stale):
         parser.error("rm takes a log NAME or PATTERN, or --stale")
+    if args.command == "rm" and args.redis is not None and (args.stale or not args.patterns):
+        parser.error("rm --redis takes the NAMEs of relayed logs, not --stale")
     if args.command == "bench":
         args.bench_args = extra
     elif extra:

@@ -129,3 +129,30 @@ class StreamContentError(AtomicLogError, ValueError):
 
     def __reduce__(self) -> tuple[type[StreamContentError], tuple[str, str]]:
         return type(self), (self.stream, str(self))
+
+
+class NotAMirrorError(AtomicLogError, ValueError):
+    """A mirror refused to write into a local log that is not a mirror of its stream: the
+    stream's source log itself (the same name on the source's host), or an existing log
+    whose dtype, capacities or newest records are not the stream's. Nothing was written;
+    ``name`` is the local log's name, ``stream`` the stream's key."""
+
+    def __init__(self, name: str, stream: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.stream = stream
+
+    def __reduce__(self) -> tuple[type[NotAMirrorError], tuple[str, str, str]]:
+        return type(self), (self.name, self.stream, str(self))
+
+
+class StreamNotFoundError(AtomicLogError, LookupError):
+    """No relayed stream of that key exists in Redis (neither the stream nor its ``:meta``
+    hash). ``stream`` is its key. Catchable as LookupError."""
+
+    def __init__(self, stream: str, message: str) -> None:
+        super().__init__(message)
+        self.stream = stream
+
+    def __reduce__(self) -> tuple[type[StreamNotFoundError], tuple[str, str]]:
+        return type(self), (self.stream, str(self))

@@ -3,6 +3,7 @@ against logs that another process writes."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import pty
@@ -45,8 +46,13 @@ log.close()  # the log stays: the test removes it
 """
 
 
+def local_time(seconds: float) -> str:
+    """How ``tail`` shows a time: ISO 8601, local, to the millisecond."""
+    return datetime.datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="milliseconds")
+
+
 def record(n: int) -> str:
-    return f"#{n} ts={n * 0.5} sym=AB price={100.0 + n} qty={n}"
+    return f"#{n} ts={local_time(n * 0.5)} sym=AB price={100.0 + n} qty={n}"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -224,6 +230,48 @@ def test_tail_json_and_records_missed(writer: WriterProcess) -> None:
         assert interrupt(proc) == 0
 
 
+def test_tail_prints_the_fields_asked_for_and_times_readably(log_name: Callable[[], str]) -> None:
+    dt = np.dtype([("ts", "f8"), ("when", "M8[ms]"), ("sent", "f8"), ("count", "i4"), ("time", "f4")])
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=dt, name=log_name())
+    now = 1_796_189_116.4743407
+    with log, writer:
+        writer.append((now, np.datetime64("2026-11-30T12:34:56.789", "ms"), now - 1.25, 7, 1e30))
+        shown = {
+            (): f"#0 ts={local_time(now)} when=2026-11-30T12:34:56.789 sent={now - 1.25} count=7 time=1e+30",
+            ("--fields", "count,ts"): f"#0 count=7 ts={local_time(now)}",
+            ("--time-field", "sent", "--fields", "ts,sent"): f"#0 ts={now} sent={local_time(now - 1.25)}",
+            ("--time-field", "when", "--fields", "when"): "#0 when=2026-11-30T12:34:56.789",
+        }
+        for options, line in shown.items():
+            proc, lines = start_tail(log.name, *options)
+            try:
+                assert take(lines, 1) == [line], options
+            finally:
+                assert interrupt(proc) == 0
+        proc, lines = start_tail(log.name, "--json", "--fields", "ts,when")
+        try:  # the raw numbers: what a program reading JSON wants
+            raw = {"position": 0, "ts": now, "when": "2026-11-30T12:34:56.789"}
+            assert json.loads(take(lines, 1)[0]) == raw
+        finally:
+            assert interrupt(proc) == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (["--fields", "ts,volume"], "log {name!r} has no field 'volume'; its fields: ts, sym, price, qty"),
+        (["--time-field", "stamp"], "log {name!r} has no field 'stamp'; its fields: ts, sym, price, qty"),
+        (["--time-field", "sym"], "field 'sym' is |S4, not seconds since the epoch"),
+    ],
+)
+def test_tail_of_a_field_the_log_lacks_is_one_line_and_exit_2(
+    writer: WriterProcess, options: list[str], says: str
+) -> None:
+    result = cli("tail", writer.name, *options)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "atomic-log: " + says.format(name=writer.name) + "\n"
+
+
 def test_tail_stops_when_the_log_is_removed(writer: WriterProcess) -> None:
     writer.append(1)
     proc, lines = start_tail(writer.name)
@@ -247,6 +295,20 @@ def test_ls_lists_the_log(writer: WriterProcess) -> None:
     rows = json.loads(cli("ls", "--json").stdout)
     ours = next(r for r in rows if r["name"] == writer.name)
     assert ours["records"] == 5 and ours["writer"]["pid"] == writer.pid
+
+
+def test_ls_wide_and_json_show_the_whole_dtype(log_name: Callable[[], str]) -> None:
+    dt = np.dtype([("ts", "f8"), ("service", "S16"), ("cpu", "f4"), ("mem", "f4"), ("load_1m", "f4")])
+    with AtomicLog.new(retained=8, segment=4, dtype=dt, name=log_name()) as log:
+        def row(*options: str) -> str:
+            return next(line for line in cli("ls", *options).stdout.splitlines() if line.startswith(log.name))
+
+        assert "ts,service,cpu,mem,lo... (36 B)" in row()
+        whole = "ts: float64, service: S16, cpu: float32, mem: float32, load_1m: float32 (36 B)"
+        assert whole in row("--wide")
+        ours = next(r for r in json.loads(cli("ls", "--json").stdout) if r["name"] == log.name)
+        assert ours["dtype"] == str(dt)  # numpy's full description
+        log.unlink()
 
 
 def test_ls_and_rm_handle_segments_a_crashed_log_left_behind(writer: WriterProcess) -> None:
@@ -290,6 +352,9 @@ def test_a_missing_log_is_one_line_on_stderr_and_exit_1(command: list[str]) -> N
         ["demo", "--readers", "0"],
         ["ls", "extra"],
         ["rm"],
+        ["rm", "--redis", "redis://127.0.0.1:1/0"],
+        ["rm", "--redis", "redis://127.0.0.1:1/0", "--stale", "x"],
+        ["tail", "x", "--fields"],
     ],
 )
 def test_bad_usage_exits_2(args: list[str]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -29,8 +30,14 @@ import pytest
 
 redis = pytest.importorskip("redis")
 
-from atomic_log_shm import AtomicLog, RedisUnavailableError, StreamContentError  # noqa: E402
-from atomic_log_shm.relay import Mirror, Relay, stream_key  # noqa: E402
+from atomic_log_shm import (  # noqa: E402
+    AtomicLog,
+    NotAMirrorError,
+    RedisUnavailableError,
+    StreamContentError,
+    StreamNotFoundError,
+)
+from atomic_log_shm.relay import FORMAT, Mirror, Relay, remove_stream, stream_key  # noqa: E402
 
 REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="needs redis-server (apt-get install it)")
@@ -53,6 +60,21 @@ def records(first: int, count: int) -> np.ndarray[Any, np.dtype[Any]]:
 
 def are_the_sources(values: np.ndarray[Any, np.dtype[Any]], first: int) -> bool:
     return bool(np.array_equal(values, records(first, len(values))))
+
+
+def stream_end(client: Any, key: str) -> int:
+    """The position after the last record stream ``key`` holds (0 if it has none)."""
+    last = client.xrevrange(key, "+", "-", count=1)
+    return int(last[0][0].split(b"-")[0]) if last else 0
+
+
+def end_of(name: str) -> int | None:
+    """The end of log ``name`` (None while there is no such log)."""
+    try:
+        with AtomicLog.attach(name) as log:
+            return log.snapshot().end
+    except FileNotFoundError:
+        return None
 
 
 def until(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
@@ -280,11 +302,6 @@ def test_a_relay_killed_and_restarted_stores_each_record_once(
     source = names()
     writer, log = AtomicLog.new_claimed(retained=100_000, segment=1000, dtype=DTYPE, name=source)
     client = server.client()
-
-    def stream_end() -> int:
-        last = client.xrevrange(stream_key(source), "+", "-", count=1)
-        return int(last[0][0].split(b"-")[0]) if last else 0
-
     with log, writer:
         for first in range(0, 30_000, 10_000):
             relay = Command(tmp_path, "relay", source, server.url)
@@ -295,7 +312,7 @@ def test_a_relay_killed_and_restarted_stores_each_record_once(
                 time.sleep(0.002)  # many small entries, so the kill lands between some
                 if i == kill_after:
                     relay.kill()  # the next relay resumes after what the stream holds
-        until(lambda: stream_end() == 30_000, "the stream to hold all 30,000")
+        until(lambda: stream_end(client, stream_key(source)) == 30_000, "the stream to hold all 30,000")
         relay.proc.send_signal(signal.SIGINT)  # Ctrl-C is how it is meant to end: status 0
         assert relay.proc.wait(timeout=TIMEOUT) == 0
     entries = client.xrange(stream_key(source))
@@ -404,7 +421,250 @@ def test_a_dtype_mismatch_is_a_typed_error_naming_the_stream(
             result = cli("mirror", server.url, source, "--as", local)
             assert result.returncode == 1 and result.stderr.count("\n") == 1
             assert repr(stream_key(source)) in result.stderr and repr(local) in result.stderr
+            with pytest.raises(NotAMirrorError, match="holds records of int64") as refused:
+                Mirror(server.url, source, local=local).run()
+            assert (refused.value.name, refused.value.stream) == (local, stream_key(source))
             assert log3.snapshot().end == 0
+
+
+def test_positions_a_log_cannot_hold_are_stream_content_errors_and_nothing_is_written(
+    server: RedisServer, names: Callable[[], str]
+) -> None:
+    """A stream made by hand (metadata as a relay of an older version wrote it, without the
+    source's host): entries up to the last position a log holds are mirrored; one beyond it
+    stops the mirror before it writes anything, and a relay before it adds anything."""
+    source, local = names(), names()
+    key, client = stream_key(source), server.client()
+    old_meta = {
+        "format": FORMAT,
+        "descr": repr(np.lib.format.dtype_to_descr(DTYPE)),
+        "itemsize": DTYPE.itemsize,
+        "retained": 10,
+        "segment": 5,
+        "source": source,
+    }
+    client.hset(key + ":meta", mapping=old_meta)
+    top = 2**63 - 1  # the end of the last record a log can hold (positions are int64)
+    client.xadd(key, {"d": records(top - 3, 2).tobytes()}, id=f"{top - 1}-2")
+    mirror = Mirror(server.url, source, local=local)
+    beyond = pytest.raises(StreamContentError, match="beyond the last a log can hold")
+    with beyond as caught, running(mirror) as (thread,):
+        until(lambda: mirror.position == top - 1, "the hand-made entry on the mirror")
+        before = AtomicLog.attach(local)
+        client.xadd(key, {"d": bytes(3 * DTYPE.itemsize)}, id=f"{top + 2}-3")  # crosses 2**63
+        until(lambda: not thread.thread.is_alive(), "the mirror to stop")
+    assert caught.value.stream == key and mirror.written == 2
+    with before:
+        snap = before.snapshot()
+        assert (snap.start, snap.end) == (top - 3, top - 1) and are_the_sources(snap.to_numpy(), top - 3)
+    for entry_id in (f"{2**63 + 5}-1", f"{2**64 - 1}-1"):  # a first position beyond, the largest ID
+        client.xadd(key, {"d": records(0, 1).tobytes()}, id=entry_id)
+        with pytest.raises(StreamContentError, match=entry_id):
+            Mirror(server.url, source, local=local).run()
+        assert end_of(local) == top - 1
+    writer, log = AtomicLog.new_claimed(retained=10, segment=5, dtype=DTYPE, name=source)
+    with log, writer, pytest.raises(StreamContentError, match="beyond the last a log can hold"):
+        Relay(source, server.url).run()
+    assert client.xlen(key) == 4 and client.hgetall(key + ":meta") == {
+        k.encode(): str(v).encode() for k, v in old_meta.items()
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Which log a mirror writes
+
+
+def state(log: AtomicLog) -> tuple[Any, ...]:
+    """What a mirror that writes nothing leaves as it was: positions, segments, writer."""
+    info = log.info()
+    return info.end, info.segments, info.writer_status
+
+
+def relay_all(server: RedisServer, source: str, end: int) -> None:
+    """Relay log ``source`` until its stream holds the positions before ``end``."""
+    client = server.client()
+    with running(Relay(source, server.url)):
+        until(lambda: stream_end(client, stream_key(source)) == end, f"the stream to reach {end}")
+
+
+def test_on_the_sources_host_a_mirror_never_writes_the_source_log(
+    server: RedisServer, names: Callable[[], str]
+) -> None:
+    source = names()
+    writer, log = AtomicLog.new_claimed(retained=100, segment=50, dtype=DTYPE, name=source)
+    with log:
+        with writer:
+            writer.extend(records(0, 30))
+            relay_all(server, source, 30)
+            meta = server.client().hgetall(stream_key(source) + ":meta")
+            assert (meta[b"source"], meta[b"host"]) == (source.encode(), socket.gethostname().encode())
+            assert meta[b"host_id"].startswith((b"machine-id:", b"boot-id:"))
+            # While the producer writes: refused as the source, not a ClaimHeldError.
+            with pytest.raises(NotAMirrorError, match="--as LOCAL") as caught:
+                Mirror(server.url, source).run()
+            assert (caught.value.name, caught.value.stream) == (source, stream_key(source))
+        # The producer stopped, to be restarted: the mirror leaves its log alone all the same.
+        before = state(log)
+        result = cli("mirror", server.url, source)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.count("\n") == 1 and "--as LOCAL" in result.stderr, result.stderr
+        with pytest.raises(NotAMirrorError):
+            Mirror(server.url, source, local=source).run()
+        assert state(log) == before
+        restarted, again = AtomicLog.new_claimed(
+            retained=100, segment=50, dtype=DTYPE, name=source, exist_ok=True
+        )  # the producer takes its log back
+        with again, restarted:
+            restarted.extend(records(30, 1))
+
+
+def test_a_mirror_killed_and_restarted_resumes_its_own_log_and_refuses_a_foreign_one(
+    server: RedisServer, names: Callable[[], str], tmp_path: Path
+) -> None:
+    source, local, foreign = names(), names(), names()
+    writer, log = AtomicLog.new_claimed(retained=100, segment=50, dtype=DTYPE, name=source)
+    commands: list[Command] = []
+    with log, writer:
+        writer.extend(records(0, 40))
+        try:
+            commands.append(Command(tmp_path, "relay", source, server.url))
+            commands.append(Command(tmp_path, "mirror", server.url, source, "--as", local))
+            until(lambda: end_of(local) == 40, "the mirror to hold 40 records")
+            commands[-1].kill()  # SIGKILL: its log stays, its claim goes with it
+            writer.extend(records(40, 25))
+            mirror = Command(tmp_path, "mirror", server.url, source, "--as", local)
+            commands.append(mirror)
+            until(lambda: end_of(local) == 65, "the restarted mirror to catch up")
+            assert "resuming at position 40" in mirror.stderr and "nothing to compare" not in mirror.stderr
+            with AtomicLog.attach(local) as mirrored:
+                cursor = mirrored.cursor("oldest")
+                batch = cursor.poll()
+                assert (batch.start, batch.missed, len(batch)) == (0, 0, 65)
+                assert are_the_sources(np.concatenate(batch.arrays), 0)
+            assert mirror.terminate() == 0
+        finally:
+            for command in commands:
+                if command.proc.poll() is None:
+                    command.kill()
+    # Another log of that name, of the same dtype and capacities, holding other records.
+    other_writer, other = AtomicLog.new_claimed(retained=100, segment=50, dtype=DTYPE, name=foreign)
+    with other:
+        with other_writer:
+            theirs = records(0, 50)
+            theirs["price"] += 1
+            other_writer.extend(theirs)
+        before = state(other)
+        result = cli("mirror", server.url, source, "--as", foreign)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert repr(foreign) in result.stderr and "not this stream's mirror" in result.stderr
+        with pytest.raises(NotAMirrorError, match="other records than stream") as caught:
+            Mirror(server.url, source, local=foreign).run()
+        assert caught.value.name == foreign
+        assert state(other) == before
+
+
+def test_a_log_made_while_the_mirror_waited_for_entries_is_checked_like_any_other(
+    server: RedisServer, names: Callable[[], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="atomic_log_shm.relay")
+    source, local = names(), names()
+    writer, log = AtomicLog.new_claimed(retained=100, segment=50, dtype=DTYPE, name=source)
+    with log, writer, running(Relay(source, server.url)):
+        until(lambda: server.client().exists(stream_key(source) + ":meta"), "the relay's metadata")
+        mirror = Mirror(server.url, source, local=local)
+        with pytest.raises(NotAMirrorError, match="other records than stream"), running(mirror) as (thread,):
+            until(lambda: "reading the stream from its oldest entry" in caplog.text, "the mirror to wait")
+            other_writer, other = AtomicLog.new_claimed(retained=100, segment=50, dtype=DTYPE, name=local)
+            theirs = records(0, 10)
+            theirs["qty"] = -1
+            other_writer.extend(theirs)
+            other_writer.close()
+            other.close()  # (leaving `with` would remove the log it made)
+            writer.extend(records(0, 10))  # the mirror's first entry: its log is there already
+            until(lambda: not thread.thread.is_alive(), "the mirror to stop")
+    assert end_of(local) == 10 and mirror.written == 0
+
+
+def test_a_mirror_away_longer_than_the_stream_keeps_continues_its_log_and_counts_the_gap(
+    server: RedisServer, names: Callable[[], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    source, local = names(), names()
+    key, client = stream_key(source), server.client()
+    writer, log = AtomicLog.new_claimed(retained=100, segment=50, dtype=DTYPE, name=source)
+    with log, writer:
+        writer.extend(records(0, 40))
+        mirror = Mirror(server.url, source, local=local)
+        with running(Relay(source, server.url)):
+            with running(mirror):
+                until(lambda: mirror.position == 40, "the mirror to hold 40 records")
+            for end in (60, 100):  # while the mirror is away: entries 40..59 and 60..99
+                writer.extend(records(end - (20 if end == 60 else 40), 20 if end == 60 else 40))
+                until(lambda e=end: stream_end(client, key) == e, "the stream to grow")
+        client.xtrim(key, minid="61-0", approximate=False)  # as MINID ~ does in time: 60..99 left
+        mirror = Mirror(server.url, source, local=local)
+        with running(mirror):
+            until(lambda: mirror.position == 100, "the mirror to catch up")
+        assert (mirror.written, mirror.missed) == (40, 20)
+        assert "nothing to compare it with; continuing it" in caplog.text
+        with AtomicLog.attach(local) as mirrored:
+            batch = mirrored.cursor(40).poll()
+            assert (batch.start, batch.missed) == (60, 20)
+            assert are_the_sources(np.concatenate(batch.arrays), 60)
+
+
+# ---------------------------------------------------------------------------------------
+# Removing a relayed stream
+
+
+def test_rm_redis_removes_a_relayed_stream_and_its_metadata(
+    server: RedisServer, names: Callable[[], str]
+) -> None:
+    source, quiet = names(), names()
+    key, client = stream_key(source), server.client()
+    writer, log = AtomicLog.new_claimed(retained=10, segment=5, dtype=DTYPE, name=source)
+    with writer:
+        writer.extend(records(0, 3))
+        relay_all(server, source, 3)
+    log.unlink()  # the log goes; its stream stays until removed
+    log.close()
+    assert client.exists(key, key + ":meta") == 2
+    result = cli("rm", "--redis", server.url, source)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"removed {key} and {key}:meta\n"
+    assert client.exists(key, key + ":meta") == 0
+    # A relay that found no record yet wrote only the metadata. A name with nothing is one
+    # line and exit status 1; the other names are still removed.
+    client.hset(stream_key(quiet) + ":meta", mapping={"format": FORMAT, "descr": "'<i8'"})
+    result = cli("rm", "--redis", server.url, source, quiet)
+    assert result.returncode == 1
+    assert result.stderr == f"atomic-log: no stream {key!r} in Redis at {server.url}\n"
+    assert result.stdout == f"removed {stream_key(quiet)}:meta\n"
+    # What no relay writes is left alone.
+    client.set(key, "someone else's")
+    result = cli("rm", "--redis", server.url, source)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "nothing removed" in result.stderr
+    with pytest.raises(StreamContentError, match="is a string") as caught:
+        remove_stream(server.url, source)
+    assert caught.value.stream == key and client.get(key) == b"someone else's"
+    client.delete(key)
+    client.xadd(key, {"d": b"x"})
+    with pytest.raises(StreamContentError, match=":meta is missing"):
+        remove_stream(server.url, source)
+    client.delete(key)
+    with pytest.raises(StreamNotFoundError) as missing:
+        remove_stream(server.url, source)
+    assert missing.value.stream == key and isinstance(missing.value, LookupError)
+    # From Python, with a key of one's own; and a Redis that does not answer.
+    custom = f"custom:{source}"
+    writer, log = AtomicLog.new_claimed(retained=10, segment=5, dtype=DTYPE, name=source)
+    with log, writer:
+        writer.extend(records(0, 3))
+        with running(Relay(source, server.url, stream=custom)):
+            until(lambda: client.exists(custom), "the relay's first entry")
+    assert remove_stream(server.url, source, stream=custom) == [custom, custom + ":meta"]
+    assert client.exists(custom, custom + ":meta") == 0
+    down = cli("rm", "--redis", f"redis://127.0.0.1:{free_port()}/0", source)
+    assert down.returncode == 1 and down.stderr.count("\n") == 1 and "cannot reach Redis" in down.stderr
 
 
 # ---------------------------------------------------------------------------------------
