@@ -437,7 +437,7 @@ def details(suite: Suite) -> list[str]:
         lines.append(f"  paced writer at {d['rate']:,} records/s for {d['seconds']:g} s:")
         lines.append(
             "    followers latency   cores  CPU/wake-up  wake-ups/s each  lateness p50 / p99 / max"
-            "        lost (missed/died/short)  probe p99"
+            "        lost (missed/died/short)  probe p99  writer's cores"
         )
         for key, st in d["paced"].items():
             n, lat = key.split("/")
@@ -449,11 +449,12 @@ def details(suite: Suite) -> list[str]:
             wakes = f"{st['wakes_per_s']:,.0f}" if int(n) else "-"
             lines.append(
                 f"    {n:>9} {lat if int(n) else '-':>7} {st['cores']:>7.2f}  {_time(st['cpu_per_wake']):>11}"
-                f"  {wakes:>15}  {late:<30}  {lost:<24}  {_time(st['probe_p99'])}"
+                f"  {wakes:>15}  {late:<30}  {lost:<24}  {_time(st['probe_p99']):>9}"
+                f"  {st['writer_cores']:.2f}"
             )
         lines.append(f"  fast writer (append), {d['fast_seconds']:g} s a run, each right after a run alone:")
         lines.append(
-            "    followers latency    rate  vs alone  followers' cores  wake-ups/s each"
+            "    followers latency    rate  vs alone  writer's cores  followers' cores  wake-ups/s each"
             "  lost (missed/died/short)"
         )
         for key, st in d["fast"].items():
@@ -465,7 +466,7 @@ def details(suite: Suite) -> list[str]:
             wakes = f"{st['wakes_per_s']:,.0f}" if int(n) else "-"
             lines.append(
                 f"    {n:>9} {lat:>7} {_rate(st['rate']):>7}  {st.get('ratio', 1.0):>7.2f}x"
-                f"  {st['cores']:>16.2f}  {wakes:>15}  {lost}"
+                f"  {st['writer_cores']:>14.2f}  {st['cores']:>16.2f}  {wakes:>15}  {lost}"
             )
         many = d["many"]
         if "memory" in many:
