@@ -66,7 +66,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -95,7 +95,6 @@ START_EACH = 0.25  # a forked follower imports the bench's modules: ~0.1 s of CP
 RESULT_TIMEOUT = 120.0  # seconds for results after the writer's run (followers may lag far)
 GO_NAP = 1e-3  # how often the writer and the probe look at GO
 _QS = (("p50", 50.0), ("p99", 99.0))
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
