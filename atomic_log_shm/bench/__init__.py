@@ -13,6 +13,7 @@ letter, are ``SCENARIOS`` in ``suite`` (and ``--help``). The modules, in import 
     peers       mp.Queue, pyzmq, faster-fifo, iceoryx2: reader loops and publishers
     transports  ours and the floor: reader loops and publishers; the registries
     followed    the scenarios with reader processes
+    dashboards  D: many follower processes on one log, its writer and a probe all processes
     inprocess   the scenarios in this process
     suite       repeats, interleaving, retries, medians
     report      the table, the details, JSON, charts
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing as mp
 import platform
 import signal
@@ -41,6 +43,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict
 
+from . import dashboards as _dashboards
 from . import peers as _peers
 from . import shm as _shm
 from .report import details, format_table, jsonable, rows, write_charts
@@ -78,10 +81,35 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m atomic_log_sh
         "--only", default=every, metavar="LETTERS", help=f"the scenarios to run (default {every}; see below)"
     )
     parser.add_argument("--start-method", default="forkserver", choices=("forkserver", "spawn", "fork"))
+    d = parser.add_argument_group("D (dashboards)")
+    counts = _dashboards.counts
+    d.add_argument(
+        "--followers", type=counts, metavar="N,N", help="paced: follower counts (4,16,64; quick 2)"
+    )
+    d.add_argument(
+        "--fast-followers", type=counts, metavar="N,N", help="fast: follower counts (16,64,128; quick 2)"
+    )
+    d.add_argument("--many-followers", type=int, metavar="N", help="many: follower count (256; quick 4)")
+    d.add_argument(
+        "--latencies", type=_dashboards.latencies, metavar="S,S", help="latency= of the followers (0,0.1)"
+    )
+    d.add_argument("--follow-seconds", type=float, metavar="S", help="the paced writer's run (5; quick 0.5)")
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.many_followers is not None and args.many_followers < 1:
+        parser.error("--many-followers must be at least 1")
+    if args.follow_seconds is not None and not 0 < args.follow_seconds < math.inf:
+        parser.error("--follow-seconds must be a positive number of seconds")
     p = Params.make(args.quick, args.repeats)
+    dash = _dashboards.DParams.make(
+        p,
+        followers=args.followers,
+        fast_followers=args.fast_followers,
+        many=args.many_followers,
+        latencies=args.latencies,
+        seconds=args.follow_seconds,
+    )
     ctx = mp.get_context(args.start_method)
     if args.start_method == "forkserver":
         # The bench's own modules are not preloaded: each reader imports them as it starts.
@@ -105,7 +133,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m atomic_log_sh
         + ("; skipped (--no-peers)" if args.no_peers else "")
     )
 
-    suite = Suite(p, ctx, peers)
+    suite = Suite(p, ctx, peers, dash)
     leftovers: list[str] = []
     previous = signal.signal(signal.SIGTERM, _terminated)  # so that the clean-up below runs
     try:
@@ -141,6 +169,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m atomic_log_sh
         result = {
             "machine": info,
             "params": asdict(p),
+            "dashboards": asdict(dash),
             "peers": status,
             "start_method": args.start_method,
             "scenarios": suite.scenarios,

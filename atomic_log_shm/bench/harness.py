@@ -2,8 +2,9 @@
 the writer side's interface, and starting, waiting for, collecting and stopping readers.
 
 The bench and its readers share one small region of int64 control words: ``STOP`` (0 run;
-1 the writer is done, lossy readers drain and stop; 2 abort now) and, per reader slot,
-``READY + slot`` (1 attached, 2 has seen the transport work). A reader never outlives the
+1 the writer is done, lossy readers drain and stop; 2 abort now), ``GO`` (1 once the bench
+lets a writer process start: D's) and, per reader slot, ``READY + slot`` (1 attached, 2 has
+seen the transport work). A reader never outlives the
 bench: it checks the bench's pid and a deadline as it goes, and whatever happens the bench
 stops its readers (join, then terminate, then kill). Transports live in ``transports`` and
 ``peers``; the scenarios that use them in ``followed``.
@@ -26,6 +27,7 @@ from .workload import BenchError, Records
 
 # Control words shared by the bench and its readers (int64 each).
 STOP = 0  # 0 run; 1 the writer is done (lossy readers drain and stop); 2 abort now
+GO = 1  # 1 once the bench lets a writer process start publishing (D's writer is a process)
 READY = 8  # READY + slot: 1 = reader attached, 2 = reader has seen the transport work
 MAX_READERS = 8
 WAIT = 0.1  # seconds a blocking peer reader waits before it looks at the control words
@@ -117,16 +119,28 @@ class Publisher:
         pass
 
 
+JOIN_GRACE = 5.0  # seconds every process together gets to end on its own
+KILL_GRACE = 2.0  # then, together, after SIGTERM; then after SIGKILL
+
+
 def stop_processes(procs: Sequence[BaseProcess]) -> None:
-    for proc in procs:
-        proc.join(timeout=5)
-    for proc in procs:
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(timeout=2)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(timeout=2)
+    """End every process: join, then terminate, then kill, each step one shared deadline
+    (hundreds of stuck processes take seconds, not a grace period each)."""
+    steps: tuple[tuple[Callable[[BaseProcess], None] | None, float], ...] = (
+        (None, JOIN_GRACE),
+        (BaseProcess.terminate, KILL_GRACE),
+        (BaseProcess.kill, KILL_GRACE),
+    )
+    for send, grace in steps:
+        alive = [proc for proc in procs if proc.is_alive()]
+        if not alive:
+            return
+        if send is not None:
+            for proc in alive:
+                send(proc)
+        deadline = time.monotonic() + grace
+        for proc in alive:
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def reader_errors(results: Any) -> str:

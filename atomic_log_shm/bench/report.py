@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .dashboards import FAST_TARGET, LATE_SLACK, RESPONSIVE, UNSUPPORTED, WAKE_SLACK
 from .peers import optional
 from .suite import Suite
 from .workload import C_FOLLOWERS, F_SKIP, FEW_NEW, LABEL, S_SEGMENT
@@ -287,6 +288,106 @@ def rows(suite: Suite) -> list[dict[str, Any]]:
             "≥0.90x",
             a["ratio_struct"] >= 0.9,
         )
+    d = sc.get("D", {})
+    if d:
+        paced, fast, many = d["paced"], d["fast"], d["many"]
+        for n in d["followers"]:
+            base = paced.get(f"{n}/0", {})
+            for lat in d["latencies"]:
+                st = paced.get(f"{n}/{lat:g}", {})
+                name = f"D {n} followers, latency {lat:g}"
+                if not st:
+                    row(name, _absent(d, lat), "-", None, "-", None)
+                    continue
+                ratio = st["cores"] / base["cores"] if lat and base.get("cores") else None
+                row(
+                    f"{name}: followers' CPU",
+                    f"{st['cores']:.2f} cores",
+                    f"latency 0: {base['cores']:.2f} cores" if ratio is not None else "-",
+                    ratio,
+                    "-",
+                    None,
+                )
+                wakes = st["wakes_per_s"]
+                row(
+                    f"{name}: CPU per wake-up",
+                    f"{_time(st['cpu_per_wake'])} ({wakes:,.0f} wake-ups/s each)",
+                    "-",
+                    None,
+                    f"≤{1 / lat:g} wake-ups/s" if lat else "-",
+                    wakes <= WAKE_SLACK / lat if lat else None,
+                )
+                row(
+                    f"{name}: lateness p50 / p99 / max",
+                    f"{_time(st['p50'])} / {_time(st['p99'])} / {_time(st['max'])}",
+                    "-",
+                    None,
+                    f"p99 ≤{_time(lat + LATE_SLACK)}" if lat else "-",
+                    st["p99"] <= lat + LATE_SLACK if lat else None,
+                )
+        runs = [st for st in paced.values() if st]
+        row(
+            "D paced: every follower saw every record",
+            f"{sum(st['seen_all'] for st in runs)} of {len(runs)} configurations",
+            f"missed {sum(st['missed'] for st in runs)}, died {sum(st['died'] for st in runs)}",
+            None,
+            "all",
+            all(st["seen_all"] for st in runs),
+        )
+        for n in d["fast_followers"]:
+            for lat in d["latencies"]:
+                st = fast.get(f"{n}/{lat:g}", {})
+                name = f"D fast writer, {n} followers, latency {lat:g}"
+                if "ratio" not in st:
+                    row(name, _absent(d, lat), "-", None, "-", None)
+                    continue
+                row(
+                    name,
+                    _rate(st["rate"]),
+                    f"alone {_rate(st['alone'])}",
+                    st["ratio"],
+                    f"≥{FAST_TARGET:.2f}x" if lat else "-",
+                    st["ratio"] >= FAST_TARGET if lat else None,
+                )
+        if many["latency"] != many["asked"]:
+            row(
+                f"D many: latency {many['asked']:g}",
+                UNSUPPORTED,
+                f"ran at {many['latency']:g}",
+                None,
+                "-",
+                None,
+            )
+        if many.get("memory"):
+            name = f"D many: {many['followers']} followers, latency {many['latency']:g}"
+            mem, probe = many["memory"], many["probe_memory"]
+            for key, label in (("pss", "PSS"), ("rss", "RSS")):
+                row(
+                    f"{name}: {label} per follower",
+                    _bytes(mem[key]),
+                    f"probe (no log) {_bytes(probe.get(key))}",
+                    mem[key] / probe[key] if probe.get(key) else None,
+                    "-",
+                    None,
+                )
+            row(f"{name}: followers' CPU", f"{many['cores']:.2f} cores", "-", None, "-", None)
+            idle = paced.get("0/0", {}).get("probe_p99")
+            row(
+                f"{name}: probe sleep(10 ms) overshoot p99",
+                _time(many["probe_p99"]),
+                f"0 followers {_time(idle)}",
+                many["probe_p99"] / idle if idle else None,
+                f"≤{_time(RESPONSIVE)}",
+                many["probe_p99"] <= RESPONSIVE,
+            )
+            row(
+                f"{name}: every record to every follower",
+                "yes" if many["seen_all"] else "NO",
+                f"missed {many['missed']}, died {many['died']}, short {many['short']}",
+                None,
+                "all",
+                many["seen_all"],
+            )
     return rows
 
 
@@ -327,7 +428,81 @@ def details(suite: Suite) -> list[str]:
                 f"  >1 ms {st['over_1ms']}  >10 ms {st['over_10ms']}"
                 f"  observed {st['observed']}/{st['expected']}  missed {st['missed']}"
             )
+    d = suite.scenarios.get("D", {})
+    if d:
+        lines.append(
+            f"D dashboards ({d['start_method']} processes; medians of {d['repeats']} run(s), lateness of "
+            "all runs' records together; cores = followers' CPU / the writer's run):"
+        )
+        lines.append(f"  paced writer at {d['rate']:,} records/s for {d['seconds']:g} s:")
+        lines.append(
+            "    followers latency   cores  CPU/wake-up  wake-ups/s each  lateness p50 / p99 / max"
+            "        lost (missed/died/short)  probe p99  writer's cores"
+        )
+        for key, st in d["paced"].items():
+            n, lat = key.split("/")
+            if not st:
+                lines.append(f"    {n:>9} {lat:>7}   {_absent(d, float(lat))}")
+                continue
+            late = f"{_time(st['p50'])} / {_time(st['p99'])} / {_time(st['max'])}" if int(n) else "-"
+            lost = f"{st['missed']}/{st['died']}/{st['short']}"
+            wakes = f"{st['wakes_per_s']:,.0f}" if int(n) else "-"
+            lines.append(
+                f"    {n:>9} {lat if int(n) else '-':>7} {st['cores']:>7.2f}  {_time(st['cpu_per_wake']):>11}"
+                f"  {wakes:>15}  {late:<30}  {lost:<24}  {_time(st['probe_p99']):>9}"
+                f"  {st['writer_cores']:.2f}"
+            )
+        lines.append(f"  fast writer (append), {d['fast_seconds']:g} s a run, each right after a run alone:")
+        lines.append(
+            "    followers latency    rate  vs alone  writer's cores  followers' cores  wake-ups/s each"
+            "  lost (missed/died/short)"
+        )
+        for key, st in d["fast"].items():
+            n, lat = ("0", "-") if key == "alone" else key.split("/")
+            if not st:
+                lines.append(f"    {n:>9} {lat:>7}   {_absent(d, float(lat))}")
+                continue
+            lost = f"{st['missed']}/{st['died']}/{st['short']}"
+            wakes = f"{st['wakes_per_s']:,.0f}" if int(n) else "-"
+            lines.append(
+                f"    {n:>9} {lat:>7} {_rate(st['rate']):>7}  {st.get('ratio', 1.0):>7.2f}x"
+                f"  {st['writer_cores']:>14.2f}  {st['cores']:>16.2f}  {wakes:>15}  {lost}"
+            )
+        many = d["many"]
+        if "memory" in many:
+            asked = "" if many["latency"] == many["asked"] else f" ({many['asked']:g}: {UNSUPPORTED})"
+            mem, top, probe = many["memory"], many["memory_max"], many["probe_memory"]
+            lines.append(
+                f"  many: {many['followers']} followers, latency {many['latency']:g}{asked}: attached in "
+                f"{many['attach']:.1f} s, followed {d['seconds']:g} s, all ended {many['detach']:.1f} s "
+                "after the stop"
+            )
+            kinds = ("pss", "rss", "uss")
+            if mem:
+                lines.append(
+                    "    memory per follower, median (max): "
+                    + ", ".join(f"{k.upper()} {_bytes(mem[k])} ({_bytes(top[k])})" for k in kinds)
+                    + "; the probe: "
+                    + ", ".join(f"{k.upper()} {_bytes(probe.get(k))}" for k in kinds)
+                )
+            pr = many["probe"]
+            lines.append(
+                f"    followers' CPU {many['cores']:.2f} cores, {_time(many['cpu_per_wake'])} a wake-up, "
+                f"{many['wakes_per_s']:,.1f} wake-ups/s each; lateness p50 {_time(many['p50'])}, p99 "
+                f"{_time(many['p99'])}, max {_time(many['max'])}; probe overshoot p50 "
+                f"{_time(pr['p50'])}, p99 {_time(pr['p99'])}, max {_time(pr['max'])}; "
+                f"missed {many['missed']}, died {many['died']}, short {many['short']}"
+            )
     return lines
+
+
+def _absent(d: dict[str, Any], latency: float) -> str:
+    """What a D configuration without a result shows: the library has no latency=, or it failed."""
+    return UNSUPPORTED if latency and not d["latency_supported"] else "failed"
+
+
+def _bytes(v: float | None) -> str:
+    return "n/a" if v is None else f"{v / (1 << 20):.1f} MiB"
 
 
 def _rate(v: float | None) -> str:

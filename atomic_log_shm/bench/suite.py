@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from .dashboards import MANY_LATENCY, RATE, DParams, run_d
 from .followed import run_alone, run_followed
 from .inprocess import run_b, run_r, run_s, run_w, run_w_iox2
 from .workload import C_FOLLOWERS, F_SKIP, LABEL, S_SEGMENT, Params
@@ -49,6 +50,12 @@ SCENARIOS = {  # letter: what it measures, in the order the suite runs them
     "A": "Append vs floor: append() one record at a time for a fixed time, no reader, alternated "
     "with the floor's store into its ring and with struct.pack_into of the fields into the same "
     "ring; the rate ratios.",
+    "D": f"Dashboards: many follower processes on one log, each in cursor.wait(timeout, latency=L) + "
+    f"poll(), L 0 and 0.1 (where the library has latency=). A writer process paced at {RATE:,} "
+    "records/s for 5 s with 0, 4, 16, 64 followers: their CPU (cores, per wake-up), every "
+    "record's lateness, nothing lost; one appending as fast as it can, alone and with 16, 64, 128 "
+    f"followers, alternated: the rate ratio; 256 followers at L={MANY_LATENCY:g}: memory per "
+    "follower, a probe's sleep overshoot (counts, latencies, time: the D options above).",
 }
 F_FOLLOWERS = {"wait": "ours_cursor", "poll": "ours"}  # F's two followers, by the way they look
 ATTEMPTS = 3  # tries of one measurement before it counts as failed
@@ -90,8 +97,11 @@ def _median(xs: Sequence[float]) -> float:
 
 
 class Suite:
-    def __init__(self, p: Params, ctx: BaseContext, peers: Sequence[str]) -> None:
+    def __init__(
+        self, p: Params, ctx: BaseContext, peers: Sequence[str], dash: DParams | None = None
+    ) -> None:
         self.p = p
+        self.dash = dash or DParams.make(p)
         self.ctx = ctx
         self.peers = list(peers)
         # Ours again with readers blocking in snap.wait(), where the library has it (info only).
@@ -133,6 +143,7 @@ class Suite:
             ("F", self.run_f),
             ("C", self.run_c),
             ("A", self.run_a),
+            ("D", self.run_d),
         ]
         for key, step in steps:
             if key in only:
@@ -324,6 +335,9 @@ class Suite:
         if "ours" in rates and "floor_struct" in rates:
             data["ratio_struct"] = rates["ours"] / rates["floor_struct"]
         self.scenarios["A"] = data
+
+    def run_d(self) -> None:
+        self.scenarios["D"] = run_d(self.ctx, self.dash, self.attempt)
 
 
 def _lateness(lat: npt.NDArray[np.float64]) -> dict[str, Any]:
