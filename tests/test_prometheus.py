@@ -678,3 +678,18 @@ def test_a_prometheus_server_scrapes_the_command(log_name: Names, tmp_path: Path
             )
             until(lambda: prometheus.query(f'atomic_log_latest{{log="{name}"}}') == {}, "the series to go")
         assert prometheus.proc.poll() is not None
+
+
+def test_the_exporter_benchmark_runs_and_reports_every_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "prometheus.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "atomic_log_shm.bench.prometheus", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(out.read_text())
+    assert sorted(found) == ["S", "W"]
+    assert found["S"]["sym_series"] == found["S"]["sensor_series"] == 6 + 20 * 5  # 20 values, 5 fields
+    assert found["W"]["alone_per_s"] > 0 and found["W"]["exported_per_s"] > 0
