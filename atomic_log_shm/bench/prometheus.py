@@ -11,9 +11,10 @@ appending such records one at a time takes numpy's path, far slower: W uses ``se
 Logs retain 100,000 records in segments of 8,192.
 
   S  one scrape of a log holding 100,000 records: ``LogCollector.collect()`` without a
-     label, with ``label="sensor"`` and with ``label="sym"``; the text a registry makes of
-     it (``generate_latest``); a GET of ``/metrics`` from an ``atomic-log export --label
-     sym`` process; medians of repeats
+     label, with ``label="sensor"`` and with ``label="sym"``, and the text a registry
+     makes of it (``generate_latest``): medians of repeats, wall and CPU time; a GET of
+     ``/metrics`` from an ``atomic-log export --label sym`` process: the median wall time,
+     and the exporter's mean CPU time per GET
   W  the writer's rate, one record per append, in turns of a few seconds: with an
      ``atomic-log export --label sensor`` process of its log scraped every second by
      another process, and with neither process running; medians per wall second and per
@@ -130,13 +131,16 @@ def _exporter(name: str, label: str) -> Iterator[tuple[subprocess.Popen[str], st
         _stop(proc)
 
 
-def _median_ms(run: Callable[[], Any], repeats: int) -> float:
-    times = []
+def _medians_ms(run: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    """The median time ``run()`` takes, in ms: wall time, and this process's CPU time
+    (which a busy machine's scheduling does not inflate)."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.process_time()
         run()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times) * 1e3
+        wall.append(time.perf_counter() - began)
+        cpu.append(time.process_time() - began_cpu)
+    return statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -162,16 +166,20 @@ def bench_s(repeats: int) -> dict[str, float]:
                 registry = CollectorRegistry()
                 registry.register(collector)
                 results[f"{key}_series"] = float(sum(len(family.samples) for family in collector.collect()))
-                results[f"{key}_collect_ms"] = _median_ms(collector.collect, repeats)
-                results[f"{key}_text_ms"] = _median_ms(functools.partial(generate_latest, registry), repeats)
-        with _exporter(bytes_log.name, "sym") as (_, url):
+                wall, cpu = _medians_ms(collector.collect, repeats)
+                results[f"{key}_collect_ms"], results[f"{key}_collect_cpu_ms"] = wall, cpu
+                wall, cpu = _medians_ms(functools.partial(generate_latest, registry), repeats)
+                results[f"{key}_text_ms"], results[f"{key}_text_cpu_ms"] = wall, cpu
+        with _exporter(bytes_log.name, "sym") as (proc, url):
 
             def get() -> bytes:
                 with urllib.request.urlopen(url, timeout=WAIT) as answer:
                     return bytes(answer.read())
 
             get()
-            results["sym_http_ms"] = _median_ms(get, repeats)
+            before = _cpu_seconds(proc.pid)
+            results["sym_http_ms"] = _medians_ms(get, repeats)[0]
+            results["sym_http_exporter_cpu_ms"] = (_cpu_seconds(proc.pid) - before) / repeats * 1e3  # a mean
     return results
 
 
