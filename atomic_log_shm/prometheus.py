@@ -32,11 +32,13 @@ values that read alike are one label value, carrying the newer record.
 
 How it reads. Each log is attached once and read at each scrape through the public API:
 the snapshot kept from the last scrape is refreshed (two loads when nothing changed) and
-``info()`` is taken; nothing is copied between scrapes and no thread runs, and like every
-reader it stores nothing to shared memory, so the writer is never disturbed. With a label
-field, the distinct values and the position of each one's newest record are found with
-numpy over that field's column (one copy of one field of the window, then a sort): about
-100,000 records take a few milliseconds (``python -m atomic_log_shm.bench.prometheus``).
+``info()`` is taken; nothing is copied between scrapes and no thread runs. Like every
+reader it stores nothing to shared memory and never makes the writer wait; like every
+reader holding a snapshot, it keeps the segments of its last view mapped until the next
+scrape, so a rollover that would reuse one of those regions makes a fresh one instead.
+With a label field, the distinct values and the position of each one's newest record are
+found with numpy over that field's column (one copy of one field of the window, then one
+sort): a few ms of CPU for 100,000 records (docs/monitoring.md, "What it costs").
 
 What can go wrong with a log never fails a scrape: a log that is missing, removed,
 replaced, damaged or unreadable reads as ``atomic_log_up`` 0 and is attached again at the
@@ -156,7 +158,7 @@ def _label_text(value: Any) -> str:
 def _newest_by_value(snap: Snapshot, label: str) -> dict[str | None, Any]:
     """For each distinct value of field ``label`` in the view, as label text, its newest
     record. One copy of the field's column, one sort of it, and Python only once per
-    distinct value: ~4 ms for 100,000 records of 8-byte values."""
+    distinct value."""
     chunks = list(snap.chunks())
     column: npt.NDArray[Any] = np.concatenate([chunk.values[label] for chunk in chunks])
     # Values of a fixed-width field are equal when their bytes are (texts that read alike
