@@ -7,6 +7,7 @@
     atomic-log rm [--stale] [PATTERN ...]          remove logs (crash leftovers included)
     atomic-log rm --redis REDIS_URL NAME ...       remove relayed streams from Redis
     atomic-log bench [ARGS ...]                    the quick benchmark (atomic_log_shm.bench)
+    atomic-log export NAME ... [--port P]          serve Prometheus metrics (atomic_log_shm.prometheus)
     atomic-log relay NAME REDIS_URL [--stream KEY] relay a log to a Redis stream (atomic_log_shm.relay)
     atomic-log mirror REDIS_URL NAME [--as LOCAL]  mirror a relayed log into a log on this host
 
@@ -419,6 +420,42 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return int(result or 0)
 
 
+# Prometheus metrics (atomic_log_shm.prometheus; needs the prometheus extra) ----------------
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from . import prometheus  # prometheus-client only when asked for (MissingDependencyError without it)
+    from ._errors import InvalidArgumentError
+
+    try:
+        exporter = prometheus.Exporter(args.names, host=args.host, port=args.port, label=args.label)
+    except InvalidArgumentError as exc:  # --label that a log lacks: bad usage
+        print(f"{PROG} export: {exc}", file=sys.stderr)
+        return 2
+    print(f"{PROG} export: serving metrics of {', '.join(args.names)} at {exporter.url}", flush=True)
+    return _run_until_signal(exporter, "export")
+
+
+def _add_export_command(commands: Any) -> None:
+    export = commands.add_parser(
+        "export",
+        help="serve Prometheus metrics of logs",
+        description="Serve Prometheus metrics of the logs NAME ... at http://HOST:PORT/metrics, each "
+        "log read at each scrape: its state and the newest value of each numeric field. A log that is "
+        "missing or damaged reads as atomic_log_up 0 until it can be read again. Runs until SIGINT or "
+        "SIGTERM (exit status 0). See docs/monitoring.md.",
+    )
+    export.add_argument("names", nargs="+", metavar="NAME")
+    export.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    export.add_argument("--port", type=int, default=9464, help="the port to listen on (default 9464; 0: any)")
+    export.add_argument(
+        "--label",
+        metavar="FIELD",
+        help="one series per distinct value of this field in the window, labelled FIELD=value",
+    )
+    export.set_defaults(run=_cmd_export)
+
+
 # Relay and mirror through Redis (atomic_log_shm.relay; needs the redis extra) -------------
 
 
@@ -615,6 +652,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run atomic_log_shm.bench with ARGS (default: --quick).",
     )
     bench.set_defaults(run=_cmd_bench)
+    _add_export_command(commands)
     _add_relay_commands(commands)
     return parser
 
