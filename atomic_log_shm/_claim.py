@@ -47,6 +47,7 @@ from typing import Protocol
 from . import _shm
 from ._errors import LogNotFoundError
 from ._header import HELD_WORD, PID_WORD, RELEASED_WORD, Layout, read_nonce
+from ._platform import ACQUIRE, RELEASE, AtomicView, fence
 
 
 def mode(header_mode: int) -> int:
@@ -63,7 +64,7 @@ class Claim:
     (open and locked, for readers to see), and a read-write map of the header. ``mode`` is
     the header's permissions, ``header`` its (device, inode)."""
 
-    __slots__ = ("__weakref__", "_held", "_held_path", "_lock", "_region", "header", "mode", "words")
+    __slots__ = ("__weakref__", "_held", "_held_path", "_lock", "_region", "header", "mode", "view", "words")
 
     def __init__(self, lock: io.FileIO, region: mmap.mmap, mode: int, header: tuple[int, int]) -> None:
         self._lock = lock
@@ -73,6 +74,7 @@ class Claim:
         self.mode = mode
         self.header = header  # (device, inode) of the header mapped: which log this claim is on
         self.words = memoryview(region)[: len(region) // 8 * 8].cast("q")
+        self.view = AtomicView(region)  # the writer's release stores (Writer._publish)
         self.words[PID_WORD] = os.getpid()  # informational: who holds the claim
 
     def _hold(self, name: str, nonce: int) -> None:
@@ -85,6 +87,7 @@ class Claim:
         self._held = _shm.create(self._held_path, self.mode)
         _shm.lock_exclusive(self._held.fileno())  # a new region: nobody else can hold a lock on it
         # After the lock: a reader that loads this token finds the region locked (or gone).
+        fence(RELEASE)  # pairs with the acquire fence after the token load in Reader.writer_active
         self.words[HELD_WORD] = token
 
     @classmethod
@@ -100,6 +103,9 @@ class Claim:
             except BlockingIOError:
                 lock.close()
                 return None
+            # Pairs with the release of the lock by the last writer (the kernel's, at its
+            # close or death): everything it stored to the header is seen by this one.
+            fence(ACQUIRE)
             path = _shm.header_path(name)
             header = _shm.open_region(path, "r+b")
             if header is None:
@@ -148,6 +154,7 @@ class Claim:
 
     def _unmap(self) -> None:
         self.words.release()
+        self.view.close()
         with contextlib.suppress(BufferError):  # a view an interrupted frame holds: gc unmaps it
             self._region.close()
 

@@ -57,6 +57,7 @@ import numpy as np
 from numpy.lib import format as npformat
 
 from ._errors import CorruptLogError, NotALogError, UnsupportedDtypeError, VersionMismatchError
+from ._platform import ACQUIRE, RELEASE, fence
 
 MAGIC = b"ALOGSHM\x00"
 VERSION = 2
@@ -232,6 +233,9 @@ def write_header(region: mmap.mmap, layout: Layout, created_ns: int, start: int,
     slots[0] = (0, start, 0, token)  # segment 0 exists from the start, empty, its record 0 at `start`
     body = fixed.tobytes() + slots.tobytes() + descr
     region[len(MAGIC) : len(body)] = body[len(MAGIC) :]
+    # Everything above before the magic: pairs with the acquire fence after the magic's load
+    # in read_layout().
+    fence(RELEASE)
     region[0 : len(MAGIC)] = MAGIC  # last: attach() refuses the region until everything above is there
 
 
@@ -278,8 +282,10 @@ def read_layout(region: bytes | mmap.mmap, what: str) -> Layout:
     # view pins the mapping: the caller can close it whatever this function raises.
     if len(region) < FIXED.itemsize:
         raise NotALogError(f"{what} is {len(region)} bytes, too small to be a log header")
+    magic = region[: len(MAGIC)]
+    fence(ACQUIRE)  # the magic before the fields: pairs with the creator's fence in write_header()
     fixed = np.frombuffer(region[: FIXED.itemsize], FIXED)[0]
-    if bytes(fixed["magic"]).ljust(len(MAGIC), b"\x00") != MAGIC:
+    if magic != MAGIC:
         raise NotALogError(
             f"{what} is not an atomic-log-shm log (wrong magic); if it is being created "
             "right now, attach again in a moment"

@@ -6,16 +6,14 @@ from __future__ import annotations
 import errno
 import numbers
 import os
-import platform
 import secrets
-import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 
-from . import _claim, _header, _info, _remove, _segment, _shm, _wait
+from . import _claim, _header, _info, _platform, _remove, _segment, _shm, _wait
 from ._cursor import Cursor, Poll
 from ._errors import (
     ClaimHeldError,
@@ -26,25 +24,11 @@ from ._errors import (
     LogNotFoundError,
     NotALogError,
     OutOfSpaceError,
-    UnsupportedPlatformError,
 )
 from ._reader import Reader
 from ._remove import remove_log as remove_log  # public through atomic_log_shm
 from ._snapshot import Snapshot
 from ._writer import Writer
-
-# The publication protocol needs stores seen in program order and loads not reordered with
-# older loads (x86-64's TSO), and aligned 8-byte stores and loads that are never torn.
-# Weaker CPUs (aarch64, POWER) need barriers that pure Python cannot issue: refuse there.
-_PLATFORM_OK = sys.platform.startswith("linux") and platform.machine().lower() in ("x86_64", "amd64")
-
-
-def _check_platform() -> None:
-    if not _PLATFORM_OK:
-        raise UnsupportedPlatformError(
-            f"atomic-log-shm runs on Linux x86-64 only, not {sys.platform}/{platform.machine()}: "
-            "its lock-free protocol relies on x86-64 memory ordering (see docs/design.md)"
-        )
 
 
 def _check_position(value: object, what: str, segment: int) -> int:
@@ -89,7 +73,7 @@ class AtomicLog:
     __slots__ = ("__weakref__", "_owner", "_reader")
 
     def __init__(self, name: str, *, _nonce: int | None = None, _owner: bool = False) -> None:
-        _check_platform()
+        _platform.check()
         self._reader = Reader(name, _nonce)
         self._owner = _owner
 
@@ -121,7 +105,7 @@ class AtomicLog:
         name = _shm.check_name(name) if name is not None else f"alog-{os.getpid()}-{secrets.token_hex(6)}"
         mode = _check_mode(mode)
         start = _check_position(start, "start", segment_capacity)
-        _check_platform()
+        _platform.check()
         if segment_capacity * dt.itemsize > _header.MAX_SEGMENT_BYTES:
             raise InvalidArgumentError(f"a segment of {segment_capacity} x {dt.itemsize} bytes is too large")
         if _header.slot_count(retained_capacity, segment_capacity) > _header.MAX_SLOTS:

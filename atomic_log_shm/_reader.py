@@ -55,12 +55,14 @@ from ._header import (
     GONE,
     HEAD_WORD,
     HELD_WORD,
+    MAGIC,
     Layout,
     Words,
     declared_size,
     read_layout,
     read_nonce,
 )
+from ._platform import ACQUIRE, SEQ_CST, fence
 from ._segment import Records
 
 _T = TypeVar("_T")
@@ -101,8 +103,12 @@ class Reader:
             if st.st_size < FIXED.itemsize:  # empty only while its creator reserves its memory
                 raise NotALogError(f"{_shm.SHM_DIR}/{name} is {st.st_size} bytes: too small for a log header")
             # Map only what the header says it is, at most: a file planted under the name
-            # may be huge (and sparse).
-            size = declared_size(os.pread(file.fileno(), FIXED.itemsize, 0))
+            # may be huge (and sparse). The magic first, as read_layout() reads it.
+            magic = os.pread(file.fileno(), len(MAGIC), 0)
+            fence(ACQUIRE)  # pairs with the creator's fence before its magic store (write_header)
+            size = FIXED.itemsize
+            if magic == MAGIC:
+                size = declared_size(os.pread(file.fileno(), FIXED.itemsize, 0))
             region = _shm.map_file(file, path, min(size, st.st_size))
         self.identity = (st.st_dev, st.st_ino)  # which header this handle reads
         try:
@@ -138,8 +144,12 @@ class Reader:
         epoch_word = layout.epoch_word(seq)
         if words[epoch_word] != seq:
             return None
+        fence(ACQUIRE)  # the epoch before the words it covers: pairs with the writer's fence before it
         start: int = words[layout.start_word(seq)]  # pairs with the writer's start store in a rollover
-        count: int = words[layout.count_word(seq)]  # pairs with the writer's count store after a record
+        count: int = words[layout.count_word(seq)]  # pairs with the writer's release store of the count
+        # The words before the epoch's re-check, and before the records the count covers;
+        # pairs with the writer's fence after its retiring store, and its release of the count.
+        fence(ACQUIRE)
         if words[epoch_word] != seq:  # re-check: the slot may have been retired meanwhile
             return None
         if not 0 <= count <= layout.segment_capacity or start < 0:
@@ -156,6 +166,7 @@ class Reader:
         first = head = words[HEAD_WORD]
         for _ in range(TRIES):
             head = words[HEAD_WORD]  # pairs with the writer's head store, the last of a rollover
+            fence(ACQUIRE)  # the head before the slots: pairs with the writer's fence before its store
             if head < 0:
                 raise self._bad_head(head)
             result = attempt(head)
@@ -209,7 +220,9 @@ class Reader:
             epoch_word = layout.epoch_word(seq)
             if words[epoch_word] != seq:
                 return None
+            fence(ACQUIRE)  # as in slot(): the epoch before the token
             token = words[layout.token_word(seq)]  # pairs with the writer's token store in a rollover
+            fence(ACQUIRE)  # as in slot(): the token before the re-check
             if words[epoch_word] != seq:  # re-check: the token may be the next occupant's
                 return None
             try:
@@ -221,7 +234,9 @@ class Reader:
             # Look at the slot again now that the lock and mapping exist: the writer retires
             # a slot before it tests a region's lock for reuse, so a region opened by its old
             # name but locked after that test is never taken as `seq`, and once a name is
-            # gone anyone may create a file under it (docs/design.md, "Reusing pages").
+            # gone anyone may create a file under it (docs/design.md, "Reusing pages"). The
+            # lock before that load: pairs with the writer's fence before its lock test.
+            fence(SEQ_CST)
             if array is None or words[epoch_word] != seq:
                 return None
             segments[seq] = array
@@ -297,8 +312,9 @@ class Reader:
     def writer_active(self) -> bool:
         """Whether some writer holds the claim on this log now (taking nothing, writing
         nothing, in any pid namespace: ``_claim.held``)."""
-        # Pairs with the claim's token store, made after it locked the held region.
-        return _claim.held(self.name, self.layout.nonce, self.words[HELD_WORD])
+        token = self.words[HELD_WORD]  # pairs with the claim's token store, after it locked the region
+        fence(ACQUIRE)  # the token before the look at its region; pairs with the claim's fence
+        return _claim.held(self.name, self.layout.nonce, token)
 
     async def wait_beyond_async(
         self, position: int, timeout: float | None, pace: _wait.Pace | None = None, linger: float = 0.0

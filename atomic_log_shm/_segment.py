@@ -19,6 +19,7 @@ import numpy.typing as npt
 from . import _shm
 from ._errors import CorruptLogError, LogExistsError, LogNotFoundError
 from ._header import Layout
+from ._platform import SEQ_CST, fence
 
 Records = npt.NDArray[Any]
 
@@ -94,6 +95,10 @@ class WriterSegments:
         """Segment ``seq`` for the writer, its old pages reused if nobody else holds them.
         Raises (changing nothing) if it cannot be made; the next call tries again."""
         spare, self._spare = self._spare, None
+        # The slot that described the spare was retired (its epoch stored) before this: seen
+        # before the lock test below, which pairs with the fence after a reader's lock, before
+        # its last epoch load, in Reader.segment() (docs/design.md, "Reusing pages").
+        fence(SEQ_CST)
         if spare is not None and spare.seq == seq and _shm.unshared(spare.file.fileno()):
             region = spare
         else:

@@ -32,6 +32,7 @@ from ._errors import (
     NotPicklableError,
 )
 from ._header import HEAD_WORD
+from ._platform import ACQUIRE, fence
 from ._reader import Reader
 
 _values = attrgetter("values")
@@ -140,6 +141,9 @@ class Snapshot:
                     self._view = (*view[:_MISSED], 0)
                 return
         chunks, length, held, start, shown, array, epoch_word, count_word, _ = view
+        # The count before the epoch's re-check and the records it covers: pairs with the
+        # writer's release store of the count, and its fence after retiring a slot.
+        fence(ACQUIRE)
         if head == held and words[epoch_word] == head and shown < count <= reader.layout.segment_capacity:
             grown = chunks[:-1] if shown else chunks[:]  # a new list: the installed one never changes
             grown.append(Chunk(head, array[:count], start))

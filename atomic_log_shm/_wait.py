@@ -55,17 +55,18 @@ from collections.abc import Callable
 
 from . import _shm
 from ._errors import AccessDeniedError, AtomicLogError, InvalidArgumentError
+from ._platform import ACQUIRE, SEQ_CST, SYSCALLS, AtomicView, fence
 
 SIZE = 64
 SIGNAL_WORD = 0
 WAITING_WORD = 1
 FENCED_WORD = 2
 
-_SYS_FUTEX = 202  # x86-64; the only architecture this library runs on (see _log.py)
+_SYS_FUTEX = SYSCALLS.futex
 _FUTEX_WAIT = 0
 _FUTEX_WAKE = 1
 _WAKE_ALL = 0x7FFFFFFF
-_SYS_MEMBARRIER = 324
+_SYS_MEMBARRIER = SYSCALLS.membarrier
 _MEMBARRIER_CMD_QUERY = 0
 _MEMBARRIER_CMD_GLOBAL_EXPEDITED = 1 << 1
 _MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED = 1 << 2
@@ -163,12 +164,12 @@ def create(name: str, nonce: int, mode: int) -> None:
 class WaitRegion:
     """The wait region mapped read-write, with the address of its futex word."""
 
-    __slots__ = ("_anchor", "_region", "address", "words")
+    __slots__ = ("_region", "_view", "address", "words")
 
     def __init__(self, region: mmap.mmap) -> None:
         self._region = region
-        self._anchor = ctypes.c_char.from_buffer(region)  # pins the map while we hold its address
-        self.address = ctypes.addressof(self._anchor)
+        self._view = AtomicView(region)  # keeps the map exported: its address stays valid
+        self.address = self._view.address
         self.words = memoryview(region)[:SIZE].cast("q")
 
     @classmethod
@@ -202,7 +203,10 @@ class WaitRegion:
         # bump, so its FUTEX_WAIT cannot sleep through the wake below (pairs with the
         # signal load, then waiting store, in wait_until).
         words[WAITING_WORD] = 0
-        words[SIGNAL_WORD] = (words[SIGNAL_WORD] + 1) & 0xFFFFFFFF
+        # A sequentially consistent read-modify-write: the clear above (and a remover's GONE
+        # mark before it) is seen before the bump on every CPU, and two bumps that race (the
+        # writer's and a remover's) are never one. The futex word is the low 32 bits.
+        self._view.fetch_add_u32(SIGNAL_WORD * 8, 1, SEQ_CST)
         _syscall(_SYS_FUTEX, ctypes.c_void_p(self.address), _FUTEX_WAKE, _WAKE_ALL, None, None, 0)
 
     def sleep(self, signal: int, seconds: float) -> None:
@@ -224,7 +228,7 @@ class WaitRegion:
         if self._region.closed:
             return
         self.words.release()
-        del self._anchor
+        self._view.close()
         self._region.close()
 
 
@@ -299,6 +303,7 @@ def wait_until(
         else:
             words = region.words
             signal = words[SIGNAL_WORD]  # before the store below: pairs with the writer's clear, then bump
+            fence(ACQUIRE)  # keeps that load before the store below (aarch64 may reorder them)
             words[WAITING_WORD] = 1  # pairs with the writer's load of waiting after its count store
             # Orders the store above before the look below, against the writer's pair; if
             # there is no fence, a wake-up may be missed: sleep in short slices then.

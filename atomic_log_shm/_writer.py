@@ -49,7 +49,8 @@ from ._errors import (
     NotPicklableError,
     WriterClosedError,
 )
-from ._header import GONE, HEAD_WORD, MAX_POSITION, NO_SEGMENT, Layout
+from ._header import GONE, HEAD_WORD, MAX_POSITION, NO_SEGMENT, WORD, Layout
+from ._platform import RELEASE, fence
 
 _VALUE_ERRORS = (TypeError, ValueError, OverflowError, struct.error)
 
@@ -160,7 +161,6 @@ class Writer:
         "_capacity",
         "_claim",
         "_count",
-        "_count_word",
         "_data",
         "_exact",
         "_finalizer",
@@ -177,6 +177,7 @@ class Writer:
         "_seq",
         "_start",
         "_state",
+        "_store_count",
         "_waiting",
         "_waits",
         "_why_closed",
@@ -252,7 +253,8 @@ class Writer:
         self._seq = seq
         self._start = start
         self._count = count
-        self._count_word = self._layout.count_word(seq)
+        # The release store of the head's count word: what _publish publishes with.
+        self._store_count = self._claim.view.cell_u64(self._layout.count_word(seq) * WORD).store
         self._map = region.map  # extend() copies bytes into the mapping itself
         self._data = region.array
         self._become(OPEN)
@@ -323,9 +325,10 @@ class Writer:
         """Show the head's records below ``count`` to every reader, then wake the followers
         asleep on the log: the one step that every write ends with."""
         self._count = count  # first: records below it are never stored again, even if cut short here
-        # Publish: after the record stores; pairs with the count load in _reader.Reader.slot(),
+        # Publish: a release store, seen after every record store before it; pairs with the
+        # count load and the acquire fence after it in Reader.slot() and Snapshot.refresh(),
         # which readers make before loading any record.
-        self._words[self._count_word] = count
+        self._store_count(count, RELEASE)
         # After the count store; pairs with the waiter's waiting store + membarrier (_wait.py).
         if self._waiting[_WAITING]:
             self._waits.wake()  # type: ignore[union-attr]
@@ -343,7 +346,9 @@ class Writer:
         if i < self._limit:  # OPEN, with room: unpublished until _publish below
             try:  # each branch applies the conversion rule (_records)
                 pack = self._pack
-                if pack is not None:  # a struct format: it refuses what the rule refuses
+                # A struct format refuses what the rule refuses; a tuple only (a dict's keys
+                # must never be packed as its values).
+                if pack is not None and type(value) is tuple:
                     size = self._itemsize
                     at = i * size
                     self._map[at : at + size] = pack(*value)
@@ -490,16 +495,24 @@ class Writer:
         token_word = layout.token_word(seq)
         oldest = seq - layout.slot_count
         retiring = words[token_word]  # the name of segment seq - n, reclaimed below
-        # Retire the slot of segment seq - n in ordered stores; a reader that loaded the
-        # old epoch and then loads it again (after its start and count loads, in
-        # _reader.Reader.slot, or its token load, in Reader.segment) sees it changed.
+        # Retire the slot of segment seq - n, then describe seq in it: a seqlock whose
+        # sequence is the epoch. A reader that loaded the old epoch and loads it again
+        # (after its start and count loads, in _reader.Reader.slot, or its token load, in
+        # Reader.segment) sees it changed.
         words[epoch_word] = NO_SEGMENT
+        # The retirement before the slot's new words: pairs with the readers' acquire fence
+        # before their second epoch load.
+        fence(RELEASE)
         words[layout.count_word(seq)] = 0
         words[layout.start_word(seq)] = start  # pairs with the start load in Reader.slot
         words[token_word] = region.token  # pairs with the token load in Reader.segment
-        words[epoch_word] = seq  # pairs with the epoch loads in Reader.slot and Reader.segment
-        # Publish the new head after its slot is ready: pairs with the head load in
-        # Reader.consistent() and Snapshot.refresh(), made before loading any slot.
+        # The slot's words before its epoch: pairs with the readers' acquire fence after
+        # their first epoch load.
+        fence(RELEASE)
+        words[epoch_word] = seq
+        # The slot (and the region made above) before the head: pairs with the acquire fence
+        # after the head load in Reader.consistent().
+        fence(RELEASE)
         words[HEAD_WORD] = seq
         if self._holdings.unlinked():
             # Removed while this rollover ran: the remover's GONE (stored after it unlinked
@@ -517,7 +530,9 @@ class Writer:
         holdings = self._holdings
         self._stop("the log was unlinked")
         if holdings.removed():
-            self._words[HEAD_WORD] = GONE  # readers in every process raise LogNotFoundError
+            # One word, published with nothing: no fence. Every read in every process then
+            # raises LogNotFoundError.
+            self._words[HEAD_WORD] = GONE
         holdings.release()
         raise LogNotFoundError(f"log {self._name!r} was unlinked; its writer is closed")
 

@@ -371,7 +371,9 @@ def test_writer_sigkilled_anywhere_loses_repeats_tears_and_leaks_nothing(log_nam
 
 class _SigkillAtStore:
     """The writer's header words, passed through, except that the process SIGKILLs itself
-    just before its ``before``-th store or just after its ``after``-th."""
+    just before its ``before``-th store or just after its ``after``-th. It also stands in
+    for the claim's atomic view, whose cells make the writer's release stores of a count
+    (``cell_u64``): those are counted as stores too."""
 
     def __init__(self, words: Any, *, before: int = 0, after: int = 0) -> None:
         self._words = words
@@ -389,6 +391,15 @@ class _SigkillAtStore:
         self._words[index] = value
         if self._stores == self._after:
             sigkill_myself()
+
+    def cell_u64(self, offset: int) -> Any:
+        words = self
+
+        class Cell:
+            def store(self, value: int, order: int = 0) -> None:
+                words[offset // 8] = value
+
+        return Cell()
 
 
 def sigkill_myself(*_: Any) -> None:
@@ -437,7 +448,7 @@ def _sigkill_inside_a_rollover(name: str, point: str, by_extend: bool, conn: Con
         if point == "before its region is sized":
             os.posix_fallocate = sigkill_myself  # this process only: it dies in there
         else:
-            writer._words = _SigkillAtStore(writer._words, **AT_STORE[point])
+            writer._words = writer._claim.view = _SigkillAtStore(writer._words, **AT_STORE[point])
         if by_extend:
             writer.extend(records(rolls_at, segment + 2))
         else:
