@@ -4,6 +4,7 @@
     atomic-log inspect NAME [--json]               a log's header, in words
     atomic-log tail NAME [-n N] [--json]           print the newest records, then follow
     atomic-log ls [--json]                         the logs on this host
+    atomic-log dashboard [NAME ...] [--port P]     a live dashboard of them in the browser
     atomic-log rm [--stale] [PATTERN ...]          remove logs (crash leftovers included)
     atomic-log bench [ARGS ...]                    the quick benchmark (atomic_log_shm.bench)
     atomic-log relay NAME REDIS_URL [--stream KEY] relay a log to a Redis stream (atomic_log_shm.relay)
@@ -272,6 +273,14 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import Dashboard  # the page and its server: only when asked for
+
+    board = Dashboard(args.names, host=args.host, port=args.port)
+    print(f"{PROG} dashboard: {board.url} (Ctrl-C stops)", flush=True)
+    return _run_until_signal(board, "dashboard")
+
+
 def _info_of(name: str) -> LogInfo | None:
     """Log ``name``'s info; None for an orphan, a damaged log or one we may not read."""
     try:
@@ -500,6 +509,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     ls.add_argument("--json", action="store_true", help="a JSON array")
     ls.set_defaults(run=_cmd_ls)
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="a live dashboard of the logs, in the browser",
+        description="Serve a page that lists the logs on this host (or the NAMEs given) and plots "
+        "the numeric fields of the one chosen over the last N seconds, with its record rate and its "
+        "writer's state, live. Prints the page's URL; runs until SIGINT or SIGTERM (exit status 0). "
+        "See docs/monitoring.md.",
+    )
+    dashboard.add_argument("names", nargs="*", metavar="NAME", help="show only these logs")
+    dashboard.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    dashboard.add_argument(
+        "--port", type=_non_negative(int), default=8765, help="the port (default 8765; 0: any free port)"
+    )
+    dashboard.set_defaults(run=_cmd_dashboard)
 
     rm = commands.add_parser(
         "rm",
