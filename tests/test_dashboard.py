@@ -90,9 +90,9 @@ def test_a_large_window_is_brought_down_to_each_pixel_columns_min_and_max() -> N
 
 
 def test_a_small_window_is_sent_as_it_is() -> None:
-    x, y = np.arange(10.0), np.arange(10.0) ** 2
+    x, y = np.arange(10.0), np.arange(10, dtype=np.int16) ** 2
     xs, (ys,) = reduce(x, [y], 5)
-    assert xs is x and ys is y
+    assert xs is x and ys.dtype == np.float64 and ys.tolist() == (np.arange(10) ** 2).tolist()
 
 
 def test_arrivals_give_the_rate_and_where_the_last_seconds_start() -> None:
@@ -339,6 +339,15 @@ def test_the_command_refuses_a_bad_name_and_a_busy_port() -> None:
         result = subprocess.run([*CLI, "--port", port], capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 1 and "cannot listen on 127.0.0.1:" in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_the_dashboards_benchmark_runs() -> None:
+    bench = [sys.executable, "-m", "atomic_log_shm.bench.dashboard", "--quick"]
+    result = subprocess.run(bench, capture_output=True, text=True, timeout=10 * TIMEOUT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    c, w = result.stdout.splitlines()
+    assert c.startswith("C: no_client_cpu_pct=") and "w25s_frames_per_s=" in c
+    assert w.startswith("W: alone_per_s=") and "streamed_per_s=" in w
 
 
 # The page, in a headless Chromium ----------------------------------------------------------

@@ -149,14 +149,19 @@ def _newest(parts: list[Part], most: int) -> list[Part]:
     return kept
 
 
-def _column(parts: list[Part], field: str | None) -> npt.NDArray[np.float64]:
-    """One field of the records (the records themselves if ``field`` is None), as float64."""
-    values = np.concatenate([v if field is None else v[field] for _, v in parts])
-    if values.dtype.kind == "M":  # seconds since the epoch; NaT becomes NaN (a gap)
-        seconds = values.astype("datetime64[ns]").astype(np.int64) / NS
-        seconds[np.isnat(values)] = np.nan
-        return seconds
-    return values.astype(np.float64)
+def _joined(parts: list[Part]) -> npt.NDArray[Any]:
+    """The records of ``parts`` in one array: one copy of their bytes (numpy would join
+    structured records field by field, several times slower)."""
+    return np.concatenate([np.frombuffer(v, np.uint8) for _, v in parts]).view(parts[0][1].dtype)
+
+
+def _seconds(values: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    """A time field as float64 seconds since the epoch; NaT becomes NaN (a gap)."""
+    if values.dtype.kind != "M":
+        return values.astype(np.float64)
+    seconds = values.astype("datetime64[ns]").astype(np.int64) / NS
+    seconds[np.isnat(values)] = np.nan
+    return seconds
 
 
 def _positions(parts: list[Part]) -> npt.NDArray[np.float64]:
@@ -174,12 +179,13 @@ def _column_starts(x: npt.NDArray[np.float64], columns: int) -> npt.NDArray[np.i
 
 
 def reduce(
-    x: npt.NDArray[np.float64], ys: list[npt.NDArray[np.float64]], columns: int
+    x: npt.NDArray[np.float64], ys: list[npt.NDArray[Any]], columns: int
 ) -> tuple[npt.NDArray[np.float64], list[npt.NDArray[np.float64]]]:
-    """``x`` and ``ys`` brought down to two points per pixel column (each column's min and
-    max of each y, NaN ignored), or as they are if they hold at most two per column."""
+    """``x`` and ``ys`` (numbers, strided views welcome) brought down to two points per
+    pixel column (each column's min and max of each y, NaN ignored), or as they are if
+    they hold at most two per column; the ys as float64."""
     if len(x) <= 2 * columns:
-        return x, ys
+        return x, [y.astype(np.float64) for y in ys]
     starts = _column_starts(x, columns)
     ends = np.append(starts[1:], len(x)) - 1
     xs = np.empty(2 * len(starts))
@@ -207,9 +213,9 @@ def frame(snap: Snapshot, plan: Plan, seconds: float, columns: int, arrivals: Ar
     if cut:
         parts = _newest(parts, MOST_RECORDS)
     if parts and plan.series:
-        x = _positions(parts) if plan.axis is None else _column(parts, plan.axis)
-        ys = [_column(parts, None if plan.plain else name) for name in plan.series]
-        xs, ys = reduce(x, ys, columns)
+        joined = _joined(parts)
+        x = _positions(parts) if plan.axis is None else _seconds(joined[plan.axis])
+        xs, ys = reduce(x, [joined if plan.plain else joined[name] for name in plan.series], columns)
     else:
         xs, ys = np.empty(0), [np.empty(0) for _ in plan.series]
     return {
