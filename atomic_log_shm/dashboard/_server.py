@@ -13,9 +13,9 @@
 Each stream is a thread with its own handle and snapshot on the log. It sleeps in
 ``Snapshot.wait()`` (a futex: no CPU while the log is quiet), then sends a frame at most
 every ``UPDATE_EVERY`` seconds, and only when the log grew; the writer's state (``info()``,
-which lists /dev/shm) is read once every ``INFO_EVERY`` seconds. A frame that took long
-to compute spaces the next ones out (``BUSY_SHARE``), so a page on a huge window costs at
-most a fraction of a core. A log that is removed, replaced or was never there is a state
+which lists /dev/shm) is read once every ``INFO_EVERY`` seconds. A frame that took much
+CPU spaces the next ones out (``BUSY_SHARE``), so a page on a huge window costs at most a
+fifth of a core. A log that is removed, replaced or was never there is a state
 the page shows, and the stream attaches again when a log of that name appears.
 """
 
@@ -50,7 +50,7 @@ UPDATE_EVERY = 0.25  # seconds between two frames of one stream, at least: 4 a s
 INFO_EVERY = 1.0  # seconds between two looks at the writer's state
 WAIT_SLICE = 0.5  # the longest a stream sleeps before it looks at stop() and the writer again
 RETRY_EVERY = 1.0  # seconds between two attempts to attach a log that is not there
-BUSY_SHARE = 0.2  # a stream spends at most this share of a core computing frames
+BUSY_SHARE = 0.2  # a stream spends at most this share of a core (CPU time) on its frames
 SOCKET_TIMEOUT = 30.0  # a browser that neither sends nor reads for this long is dropped
 SECONDS_RANGE = (0.1, 7 * 86400.0)  # the window a page may ask for
 COLUMNS_RANGE = (16, 8192)  # pixel columns a page may ask for
@@ -204,7 +204,7 @@ class Dashboard:
         info_due = 0.0
         drawn = -1  # the end of the snapshot the last frame showed
         while not self._stopping.is_set():
-            began = time.monotonic()
+            began, cpu = time.monotonic(), time.thread_time()
             snap.refresh()
             arrivals.note(began, snap.end)
             arrivals.forget(began, seconds)
@@ -227,7 +227,7 @@ class Dashboard:
                 drawn = snap.end
             elif news:
                 send("state", state)
-            spent = time.monotonic() - began
+            spent = time.thread_time() - cpu  # this stream's CPU for this frame
             snap.wait(WAIT_SLICE, **_WAIT_KWARGS)  # news, or the time to look at the writer again
             pause = max(UPDATE_EVERY, spent / BUSY_SHARE) - (time.monotonic() - began)
             if pause > 0:
