@@ -15,7 +15,8 @@ three services' cpu, memory and latency of the documentation's screenshot.
      the frames a second the client got
   W  the writer's rate, one record per append, to a log the client streams (a window of
      100,000 records, all the log retains) and to one nobody streams, in turns of 0.5 s:
-     medians; the rest of the machine's load falls on both alike
+     medians, per wall second and per second of the writer's CPU; the rest of the
+     machine's load falls on both alike
 
 Every process and log made here is stopped or removed on the way out.
 """
@@ -168,23 +169,24 @@ def bench_c(seconds: float) -> dict[str, float]:
     return results
 
 
-def _append_rate(writer: Writer, seconds: float) -> float:
-    """Records a second, one append each, for ``seconds``."""
+def _append_rate(writer: Writer, seconds: float) -> tuple[float, float]:
+    """Records a second, one append each, for ``seconds``: per second of wall time, and per
+    second of this thread's CPU time (what the writer itself spends a record)."""
     record = tuple(_records(np.array([time.time()]))[0].tolist())  # a tuple: append's fast path
     append, clock = writer.append, time.perf_counter
     n = 0
-    began = clock()
+    began, cpu = clock(), time.thread_time()
     while clock() - began < seconds:
         for _ in range(1024):
             append(record)
         n += 1024
-    return n / (clock() - began)
+    return n / (clock() - began), n / (time.thread_time() - cpu)
 
 
 def bench_w(seconds: float, rounds: int) -> dict[str, float]:
     names = [f"alogbench-{os.getpid()}-{secrets.token_hex(4)}" for _ in range(2)]
     logs = [AtomicLog.new_claimed(retained=100_000, segment=8192, dtype=DTYPE, name=n) for n in names]
-    rates: list[list[float]] = [[], []]
+    rates: list[list[tuple[float, float]]] = [[], []]
     try:
         for writer, _ in logs:
             writer.extend(_records(time.time() + np.arange(100_000) * 1e-6))  # a full window
@@ -201,8 +203,17 @@ def bench_w(seconds: float, rounds: int) -> dict[str, float]:
             writer.close()
             log.unlink()
             log.close()
-    alone, watched = (statistics.median(side) for side in rates)
-    return {"alone_per_s": alone, "streamed_per_s": watched, "ratio": watched / alone, "rounds": rounds}
+    alone, watched = (statistics.median(r[0] for r in side) for side in rates)
+    alone_cpu, watched_cpu = (statistics.median(r[1] for r in side) for side in rates)
+    return {
+        "alone_per_s": alone,
+        "streamed_per_s": watched,
+        "ratio": watched / alone,
+        "alone_per_cpu_s": alone_cpu,
+        "streamed_per_cpu_s": watched_cpu,
+        "cpu_ratio": watched_cpu / alone_cpu,
+        "rounds": rounds,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
