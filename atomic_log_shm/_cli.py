@@ -274,9 +274,10 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from .dashboard import Dashboard  # the page and its server: only when asked for
+    from .dashboard import DEFAULT_PORT, Dashboard  # the page and its server: only when asked for
 
-    board = Dashboard(args.names, host=args.host, port=args.port)
+    port = DEFAULT_PORT if args.port is None else args.port
+    board = Dashboard(args.names, host=args.host, port=port)
     print(f"{PROG} dashboard: {board.url} (Ctrl-C stops)", flush=True)
     return _run_until_signal(board, "dashboard")
 
@@ -521,7 +522,7 @@ def _parser() -> argparse.ArgumentParser:
     dashboard.add_argument("names", nargs="*", metavar="NAME", help="show only these logs")
     dashboard.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
     dashboard.add_argument(
-        "--port", type=_non_negative(int), default=8765, help="the port (default 8765; 0: any free port)"
+        "--port", type=_non_negative(int), help="the port (default 8765; 0: any free port)"
     )
     dashboard.set_defaults(run=_cmd_dashboard)
 

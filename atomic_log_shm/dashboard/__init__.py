@@ -26,6 +26,6 @@ Bound to 127.0.0.1 unless told otherwise; it then answers only requests that nam
 loopback host.
 """
 
-from ._server import Dashboard
+from ._server import DEFAULT_PORT, Dashboard
 
-__all__ = ["Dashboard"]
+__all__ = ["DEFAULT_PORT", "Dashboard"]
