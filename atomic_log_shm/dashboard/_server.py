@@ -34,16 +34,10 @@ from contextlib import closing, suppress
 from importlib import resources
 from typing import Any
 
-from .. import (
-    AtomicLog,
-    AtomicLogError,
-    InvalidArgumentError,
-    InvalidNameError,
-    LogInfo,
-    LogNotFoundError,
-    Snapshot,
-    list_logs,
-)
+from .._errors import AtomicLogError, InvalidArgumentError, InvalidNameError, LogNotFoundError
+from .._info import LogInfo, list_logs
+from .._log import AtomicLog
+from .._snapshot import Snapshot
 from ._window import Arrivals, Plan, frame
 
 UPDATE_EVERY = 0.25  # seconds between two frames of one stream, at least: 4 a second

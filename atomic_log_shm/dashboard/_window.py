@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .. import Snapshot
+from .._snapshot import Snapshot
 
 TIME_FIELDS = ("ts", "time")  # float fields taken as seconds since the epoch, in this order
 PLOTTED_KINDS = "biuf"  # bool, ints, floats: one number a record, drawn as a line
