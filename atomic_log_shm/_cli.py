@@ -4,6 +4,7 @@
     atomic-log inspect NAME [--json]               a log's header, in words
     atomic-log tail NAME [-n N] [--fields A,B]     print the newest records, then follow
     atomic-log ls [--wide] [--json]                the logs on this host
+    atomic-log dashboard [NAME ...] [--port P]     a live dashboard of them in the browser
     atomic-log rm [--stale] [PATTERN ...]          remove logs (crash leftovers included)
     atomic-log rm --redis REDIS_URL NAME ...       remove relayed streams from Redis
     atomic-log bench [ARGS ...]                    the quick benchmark (atomic_log_shm.bench)
@@ -325,6 +326,15 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import DEFAULT_PORT, Dashboard  # the page and its server: only when asked for
+
+    port = DEFAULT_PORT if args.port is None else args.port
+    board = Dashboard(args.names, host=args.host, port=port)
+    print(f"{PROG} dashboard: {board.url} (Ctrl-C stops)", flush=True)
+    return _run_until_signal(board, "dashboard")
+
+
 def _info_of(name: str) -> LogInfo | None:
     """Log ``name``'s info; None for an orphan, a damaged log or one we may not read."""
     try:
@@ -621,6 +631,21 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--wide", action="store_true", help="every field of the dtype, with its type")
     ls.add_argument("--json", action="store_true", help="a JSON array (the full dtype included)")
     ls.set_defaults(run=_cmd_ls)
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="a live dashboard of the logs, in the browser",
+        description="Serve a page that lists the logs on this host (or the NAMEs given) and plots "
+        "the numeric fields of the one chosen over the last N seconds, with its record rate and its "
+        "writer's state, live. Prints the page's URL; runs until SIGINT or SIGTERM (exit status 0). "
+        "See docs/monitoring.md.",
+    )
+    dashboard.add_argument("names", nargs="*", metavar="NAME", help="show only these logs")
+    dashboard.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    dashboard.add_argument(
+        "--port", type=_non_negative(int), help="the port (default 8765; 0: any free port)"
+    )
+    dashboard.set_defaults(run=_cmd_dashboard)
 
     rm = commands.add_parser(
         "rm",
