@@ -23,10 +23,12 @@ Reader protocol. A reader writes nothing to the header or to a segment. To read 
    the new mapping that the epoch still equals ``s``; and shows records ``[0, count)`` at
    positions ``start + i``.
 
-Why a torn or unpublished record can never be observed: the writer stores a record before
-it stores the count that covers it; on x86-64 stores become visible in program order and
-loads are not reordered with older loads, so a reader that loaded a count then loads the
-records below it as they were stored. Records below a published count are never stored
+Why a torn or unpublished record can never be observed: the writer stores a record, then
+release-stores the count that covers it; a reader loads the count, passes an acquire fence
+(``_platform``), then loads the records below it, which it therefore sees as they were
+stored, on x86-64 and aarch64 alike. Each load of the protocol above is followed by an
+acquire fence before the loads that depend on it, pairing with the writer's fence before
+the store it observes. Records below a published count are never stored
 again (a new writer resumes at the published count), a name never comes back once taken
 away, and the writer reuses a region only when no reader holds the shared lock every
 reader takes on a segment it maps (the lock lives as long as the mapping), so a view stays

@@ -23,18 +23,21 @@ publication; each time waiters go to sleep costs it one system call.
 Why no wake-up is lost (docs/design.md, "Waiting: why no wake-up is lost", has it in full):
 
 * the publication against the waiter's last look: the writer stores the count, then loads
-  ``waiting``; the waiter stores ``waiting``, then loads the count. x86-64 may let each load
-  pass its own older store, so both could miss the other. The waiter's membarrier orders
+  ``waiting``; the waiter stores ``waiting``, then loads the count. x86-64 and aarch64 may
+  let each load pass its own older store, so both could miss the other. The waiter's membarrier orders
   both: once it returns, every CPU running the (registered) writer has executed a full
   barrier, so either the writer's count store is visible to the waiter's look, or the
   writer's later load of ``waiting`` sees 1.
 * the writer's clear against a waiter that sets ``waiting`` meanwhile: the writer clears
-  *before* it bumps ``signal``; a waiter whose store of 1 the clear erased loaded ``signal``
-  before that store, so before the bump: its FUTEX_WAIT fails at once or is woken by
-  this wake, and it sets ``waiting`` again before it sleeps again.
+  *before* it bumps ``signal`` (a sequentially consistent fetch_add, which keeps the clear
+  before it); a waiter whose store of 1 the clear erased loaded ``signal`` before that store
+  (an acquire fence keeps the load before the store), so before the bump: its FUTEX_WAIT
+  fails at once or is woken by this wake, and it sets ``waiting`` again before it sleeps
+  again.
 
-Where the kernel has no membarrier (``fenced`` is 0), the first argument does not hold: a
-wake-up may be missed, rarely, and is then late by at most ``_UNFENCED_SLICE``.
+Where the kernel has no membarrier (``fenced`` is 0), or refuses a waiter's call, the first
+argument does not hold: a wake-up may be missed, rarely, and is then late by at most
+``_UNFENCED_SLICE``.
 
 The futex is shared (no FUTEX_PRIVATE_FLAG): the kernel keys it by file and offset, so
 the writer's and every reader's mappings meet on it. Where the wait region cannot be
