@@ -202,11 +202,12 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _batches(cursor: Cursor, name: str, gather: float) -> Iterator[Poll]:
+def _batches(cursor: Cursor, name: str, latency: float) -> Iterator[Poll]:
     """What ``cursor`` finds, batch by batch, as records are published. The one place
-    ``tail`` waits: asleep on the writer's next publication, using no CPU, then ``gather``
-    seconds more so a burst prints as one batch. Ends when the log's name goes away
-    (removed, or replaced by another log of that name): the log will never grow again.
+    ``tail`` waits, with a freshness budget of ``latency`` seconds (``Cursor.wait``): it
+    prints at most about once per ``latency``, a burst as one batch, and the writer does
+    nothing for it. Ends when the log's name goes away (removed, or replaced by another log
+    of that name): the log will never grow again.
     """
     path = os.path.join(_shm.SHM_DIR, name)
     inode = os.stat(path).st_ino
@@ -216,8 +217,7 @@ def _batches(cursor: Cursor, name: str, gather: float) -> Iterator[Poll]:
         if batch.arrays or batch.missed:
             yield batch
         try:
-            if cursor.wait(timeout=1.0):
-                time.sleep(gather)
+            cursor.wait(timeout=1.0, latency=latency)
         except LogNotFoundError:  # unlinked or replaced while we slept
             return
         if time.monotonic() >= next_check:
@@ -621,7 +621,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_non_negative(float),
         default=0.05,
         metavar="S",
-        help="seconds between looks (default 0.05)",
+        help="freshness budget: prints at most about once per S seconds, a burst as one batch (default 0.05)",
     )
     tail.set_defaults(run=_cmd_tail)
 

@@ -10,7 +10,6 @@ oldest retained one. Positions the writer skipped (``Writer.skip_to``) count as 
 from __future__ import annotations
 
 import itertools
-import time
 from typing import Any
 
 import numpy as np
@@ -124,49 +123,64 @@ class Cursor:
         self._position = reached; return batch  # noqa: E702  # fmt: skip
 
     def wait(
-        self, timeout: float | None = None, *, until_writer_gone: bool = False, linger: float = _wait.LINGER
+        self,
+        timeout: float | None = None,
+        *,
+        until_writer_gone: bool = False,
+        linger: float = _wait.LINGER,
+        latency: float = 0.0,
     ) -> bool:
         """Block, using no CPU, until there is something to poll or the time is up.
 
         Returns when a record at or after ``position`` is published or ``timeout`` seconds
         pass: True if there is something to poll. Raises LogNotFoundError once the log is
         unlinked or replaced by a new log of the same name (at once when its remover could
-        mark it, else within about a second). With
-        ``until_writer_gone=True`` it also returns False within about a second once no
-        writer holds the claim (see ``log.info().writer_active``).
+        mark it, else within about a second). With ``until_writer_gone=True`` it also
+        returns False within about a second once no writer holds the claim (see
+        ``log.info().writer_active``).
 
-        A follower that finds records already waiting every time it comes back (its
-        writer is faster than its loop) is held until ``linger`` seconds (default 1 ms)
-        after wait() last returned, so it takes them in batches instead of spinning
-        through a record or two at a time: followers then cost the writer's CPU little.
-        Only after 8 such waits in a row, while records come faster than 100,000 a second,
-        never past ``timeout``, and never so long that more than a quarter of the retained
-        window could arrive meanwhile. ``linger=0`` turns it off."""
+        ``latency`` is this follower's freshness budget, in seconds. With ``latency=0`` (the
+        default) a follower is woken as soon as a record is published. With ``latency=L``
+        it may learn of a record up to about ``L`` seconds after it was published (plus
+        scheduling), and in exchange returns at most about once per ``L`` seconds, taking
+        what came as one batch: it looks at the log every ``L`` seconds and never asks the
+        writer to wake it, so the writer does nothing for it. A dashboard that redraws a
+        few times a second wants ``latency=0.1``. Such a follower learns that the log is
+        gone at its next look.
+
+        Without a budget, a follower that finds records already waiting every time it
+        comes back (its writer is faster than its loop) is held until ``linger`` seconds
+        (default 1 ms) after wait() last returned, so it takes them in batches instead of
+        spinning through a record or two at a time. Only after 8 such waits in a row, while
+        records come faster than 100,000 a second, never past ``timeout``, and never so long
+        that more than a quarter of the retained window could arrive meanwhile. ``linger=0``
+        turns it off."""
         if linger is not _wait.LINGER:
             linger = _wait.check_linger(linger)
-        return self._reader.wait_beyond(self._position, timeout, until_writer_gone, self._pace, linger)
+        if latency:
+            latency = _wait.check_latency(latency)
+        return self._reader.wait_beyond(
+            self._position, timeout, until_writer_gone, self._pace, linger, latency
+        )
 
     async def wait_async(
-        self, timeout: float | None = None, *, until_writer_gone: bool = False, linger: float = _wait.LINGER
+        self,
+        timeout: float | None = None,
+        *,
+        until_writer_gone: bool = False,
+        linger: float = _wait.LINGER,
+        latency: float = 0.0,
     ) -> bool:
         """``wait()`` for asyncio: never blocks the event loop. True if there is news.
 
-        With ``until_writer_gone=True`` it returns False within about a second once no
-        writer holds the claim, and it lingers, as ``wait()`` does."""
+        ``until_writer_gone``, ``linger`` and ``latency`` work as in ``wait()``."""
         if linger is not _wait.LINGER:
             linger = _wait.check_linger(linger)
-        reader = self._reader
-        if not until_writer_gone:
-            return await reader.wait_beyond_async(self._position, timeout, self._pace, linger)
-        timeout = _wait.check_seconds(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:  # in slices, looking at the claim between them (no writes, no locks)
-            look = _wait.LOOK_EVERY
-            left = look if deadline is None else min(look, deadline - time.monotonic())
-            if await reader.wait_beyond_async(self._position, max(left, 0.0), self._pace, linger):
-                return True
-            if not reader.writer_active() or left < look:
-                return False
+        if latency:
+            latency = _wait.check_latency(latency)
+        return await self._reader.wait_beyond_async(
+            self._position, timeout, until_writer_gone, self._pace, linger, latency
+        )
 
     def __reduce__(self) -> Any:
         raise NotPicklableError("a Cursor cannot be pickled: send the log and make a cursor there")

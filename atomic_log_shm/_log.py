@@ -269,17 +269,20 @@ class AtomicLog:
         published from now on) or a position."""
         return Cursor(self._reader, self, start)
 
-    async def follow(self, start: int | str = "oldest") -> AsyncIterator[Poll]:
+    async def follow(self, start: int | str = "oldest", *, latency: float = 0.0) -> AsyncIterator[Poll]:
         """Follow the log from asyncio, a Poll at a time.
 
         Yields a Poll (``arrays``, ``missed``, ``start``) whenever records were published,
-        waiting in between without blocking the event loop."""
+        waiting in between without blocking the event loop. ``latency`` is the follower's
+        freshness budget, as in ``Cursor.wait()``: with ``latency=0.1`` it yields about ten
+        times a second at most, each Poll holding what came meanwhile."""
+        latency = _wait.check_latency(latency)
         cursor = self.cursor(start)
         while True:
             batch = cursor.poll()
             if batch.arrays or batch.missed:
                 yield batch
-            await cursor.wait_async()
+            await cursor.wait_async(latency=latency)
 
     def info(self) -> _info.LogInfo:
         """The log's state now, as a LogInfo.

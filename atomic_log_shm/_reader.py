@@ -187,12 +187,16 @@ class Reader:
 
     def end(self) -> int:
         """One past the newest published position (the log's length, in positions)."""
+        head = self.words[HEAD_WORD]  # pairs with the writer's head store, the last of a rollover
+        fence(ACQUIRE)  # the head before its slot: as in consistent()
+        slot = self.slot(head) if head >= 0 else None
+        if slot is not None:  # the common case, and a waiter's every look: no closure, no loop
+            return slot[0] + slot[1]
+        return self.consistent(self._end_at)
 
-        def attempt(head: int) -> int | None:
-            slot = self.slot(head)
-            return None if slot is None else slot[0] + slot[1]
-
-        return self.consistent(attempt)
+    def _end_at(self, head: int) -> int | None:
+        slot = self.slot(head)
+        return None if slot is None else slot[0] + slot[1]
 
     def retained(self) -> tuple[int, list[tuple[int, int, int]]]:
         """The head segment and ``(sequence, start, count)`` of each retained segment, oldest
@@ -273,34 +277,86 @@ class Reader:
         until_writer_gone: bool = False,
         pace: _wait.Pace | None = None,
         linger: float = 0.0,
+        latency: float = 0.0,
     ) -> bool:
         """Block, using no CPU, until the log's end passes ``position`` or ``timeout``
         seconds pass. True if it did. Raises LogNotFoundError within about a second once
         the log is unlinked or replaced; with ``until_writer_gone``, returns False within
-        about a second once no writer holds the claim. With a ``pace`` (the follower's),
-        a wait that finds records already there may linger (``_wait.Pace``)."""
+        about a second once no writer holds the claim. With a ``pace`` (the follower's):
+        a ``latency`` > 0 is the follower's freshness budget (``_wait.paced``); else a wait
+        that finds records already there may linger (``_wait.Pace``)."""
         timeout = _wait.check_seconds(timeout)
+        still = self._still(until_writer_gone)
+        if pace is not None and latency:
+            found = _wait.sleeping(_wait.paced(self.end, position, timeout, latency, pace, still))
+        else:
+            pause = None if pace is None else self._pause(position, timeout, pace, linger)
+            if pause:
+                time.sleep(pause)
+            region = self._wait_region()
+            found = pause is not None or _wait.wait_until(region, self.end, position, timeout, still)
         if pace is not None:
-            pause = self._pause(position, timeout, pace, linger)
-            if pause is not None:  # records already there
-                if pause:
-                    time.sleep(pause)
-                pace.returned = time.monotonic()
+            pace.returned = time.monotonic()
+        return found
+
+    async def wait_beyond_async(
+        self,
+        position: int,
+        timeout: float | None,
+        until_writer_gone: bool = False,
+        pace: _wait.Pace | None = None,
+        linger: float = 0.0,
+        latency: float = 0.0,
+    ) -> bool:
+        """``wait_beyond()`` for asyncio: the event loop never blocks."""
+        timeout = _wait.check_seconds(timeout)
+        if pace is not None and latency:
+            paced = _wait.paced(self.end, position, timeout, latency, pace, self._still(until_writer_gone))
+            found = await _wait.sleeping_async(paced)
+        else:
+            pause = None if pace is None else self._pause(position, timeout, pace, linger)
+            if pause:
+                await asyncio.sleep(pause)
+            found = pause is not None or await self._wake_async(position, timeout, until_writer_gone)
+        if pace is not None:
+            pace.returned = time.monotonic()
+        return found
+
+    async def _wake_async(self, position: int, timeout: float | None, until_writer_gone: bool) -> bool:
+        """The futex wait for asyncio, through this handle's one waker thread; in slices,
+        looking at the claim between them, with ``until_writer_gone``."""
+        waiter = self._waiter
+        if waiter is None:
+            waiter = self._waiter = _wait.AsyncWaker(self.name, self.end, self.wait_beyond)
+        if not until_writer_gone:
+            return await waiter.wait(position, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:  # no writes, no locks: a look at the held region between slices
+            look = _wait.LOOK_EVERY
+            left = look if deadline is None else min(look, deadline - time.monotonic())
+            if await waiter.wait(position, max(left, 0.0)):
                 return True
-        if self._waits is False:
-            self.words[0]  # raises LogClosedError on a closed reader
-            self._waits = _wait.WaitRegion.open(self.name, self.layout.nonce)
-        assert self._waits is not True
+            if not self.writer_active() or left < look:
+                return False
+
+    def _still(self, until_writer_gone: bool) -> Callable[[], bool]:
+        """What a wait asks every ``LOOK_EVERY`` seconds: raise if the log is gone; False
+        (stop waiting) once no writer holds the claim, with ``until_writer_gone``."""
 
         def still() -> bool:
             if not self.exists():
                 raise self.gone()
             return not until_writer_gone or self.writer_active()
 
-        found = _wait.wait_until(self._waits, self.end, position, timeout, still)
-        if pace is not None:
-            pace.returned = time.monotonic()
-        return found
+        return still
+
+    def _wait_region(self) -> _wait.WaitRegion | None:
+        """The wait region, mapped at the first wait; None where this process may not."""
+        if self._waits is False:
+            self.words[0]  # raises LogClosedError on a closed reader
+            self._waits = _wait.WaitRegion.open(self.name, self.layout.nonce)
+        assert self._waits is not True
+        return self._waits
 
     def _pause(self, position: int, timeout: float | None, pace: _wait.Pace, linger: float) -> float | None:
         """With records beyond ``position`` already there, how long a wait lingers first
@@ -317,26 +373,6 @@ class Reader:
         token = self.words[HELD_WORD]  # pairs with the claim's token store, after it locked the region
         fence(ACQUIRE)  # the token before the look at its region; pairs with the claim's fence
         return _claim.held(self.name, self.layout.nonce, token)
-
-    async def wait_beyond_async(
-        self, position: int, timeout: float | None, pace: _wait.Pace | None = None, linger: float = 0.0
-    ) -> bool:
-        """``wait_beyond()`` for asyncio: the event loop never blocks."""
-        timeout = _wait.check_seconds(timeout)
-        if pace is not None:
-            pause = self._pause(position, timeout, pace, linger)
-            if pause is not None:  # records already there
-                if pause:
-                    await asyncio.sleep(pause)
-                pace.returned = time.monotonic()
-                return True
-        waiter = self._waiter
-        if waiter is None:
-            waiter = self._waiter = _wait.AsyncWaker(self.name, self.end, self.wait_beyond)
-        found = await waiter.wait(position, timeout)
-        if pace is not None:
-            pace.returned = time.monotonic()
-        return found
 
     # -- the end ----------------------------------------------------------------------------
 

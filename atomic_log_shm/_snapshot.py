@@ -254,18 +254,26 @@ class Snapshot:
         return (chunks, length, head, start, count, head_array, epoch_word, count_word, 0)
 
     def wait(
-        self, timeout: float | None = None, *, until_writer_gone: bool = False, linger: float = _wait.LINGER
+        self,
+        timeout: float | None = None,
+        *,
+        until_writer_gone: bool = False,
+        linger: float = _wait.LINGER,
+        latency: float = 0.0,
     ) -> bool:
         """Block, using no CPU, until there is more to show or the time is up.
 
         Returns when records newer than this view are published or ``timeout`` seconds
         pass: True if ``refresh()`` will show more. Raises LogNotFoundError once the log is
         unlinked or replaced; with ``until_writer_gone=True`` returns False within about a
-        second once no writer holds the claim. A snapshot that a fast writer keeps ahead
-        of lingers, up to ``linger`` seconds, as ``Cursor.wait()`` explains."""
+        second once no writer holds the claim. ``latency`` (a freshness budget: woken at
+        most about once per ``latency`` seconds, at no cost to the writer) and ``linger``
+        work as in ``Cursor.wait()``."""
         if linger is not _wait.LINGER:
             linger = _wait.check_linger(linger)
-        return self._reader.wait_beyond(self.end, timeout, until_writer_gone, self._pace, linger)
+        if latency:
+            latency = _wait.check_latency(latency)
+        return self._reader.wait_beyond(self.end, timeout, until_writer_gone, self._pace, linger, latency)
 
     def __len__(self) -> int:
         return self._view[_LENGTH]

@@ -1,4 +1,5 @@
-"""Blocking until something is published, without busy-polling: a futex in shared memory.
+"""Blocking until something is published, without busy-polling: a futex in shared memory,
+or, for followers with a freshness budget, a timer the writer never hears of.
 
 Each log has a small wait region ``/NAME@<nonce>.wait``, the one region that readers may
 write, and only readers that wait do (and only readers with write access to the log: the
@@ -6,38 +7,38 @@ region has exactly the log's mode, since write access is enough to truncate it a
 kill the writer with SIGBUS; readers with read access only poll, see ``wait_until``):
 
     offset  size  field     written by                          read by
-    0       8     signal    writer, when it wakes waiters       futex (low 32 bits), waiters
+    0       8     signal    writer or remover, when it wakes    futex (low 32 bits), waiters
+                            waiters (an atomic add)
     8       8     waiting   waiters (1), writer (0, when waking) writer, after each publication
-    16      8     fenced    writer, at claim (1: registered     waiters, before they sleep
-                            for membarrier, else 0)
+    16      48    reserved (zero)
 
-Waiter: look at the log, yielding the CPU, for up to ``_SPIN`` (a follower that keeps up
-with a fast writer finds the next records here, costing the writer nothing; the spin is
-skipped for ``_SPIN_PAUSE`` after one that did not pay); then load ``signal``; store
-``waiting = 1``; if ``fenced``, ``membarrier(GLOBAL_EXPEDITED)``; look at the log again
-(return if something arrived); ``FUTEX_WAIT(signal, loaded value, slice)``; repeat.
-Writer, after each publication: load ``waiting``; if set, store ``waiting = 0``, bump
-``signal``, ``FUTEX_WAKE`` every waiter. A writer nobody waits on pays one load per
-publication; each time waiters go to sleep costs it one system call.
+Waiter (``wait_until``): look at the log, yielding the CPU, for up to ``_SPIN`` (a follower
+that keeps up with a fast writer finds the next records here, costing the writer nothing;
+``_Spin`` skips it for a while after one that did not pay); then, in slices of at most
+``LOOK_EVERY``: load ``signal``; store ``waiting = 1`` (sequentially consistent); a full
+fence; look at the log again (return if something arrived); ``FUTEX_WAIT(signal, loaded
+value, slice)``. Writer, after each publication (``Writer._publish``): the count's store
+is sequentially consistent; then load ``waiting`` (sequentially consistent); if set,
+``wake()``: store ``waiting = 0``, add 1 to ``signal`` (sequentially consistent),
+``FUTEX_WAKE`` every waiter. A writer nobody waits on pays one load per publication; each
+time waiters go to sleep costs it one system call.
 
 Why no wake-up is lost (docs/design.md, "Waiting: why no wake-up is lost", has it in full):
 
 * the publication against the waiter's last look: the writer stores the count, then loads
-  ``waiting``; the waiter stores ``waiting``, then loads the count. x86-64 and aarch64 may
-  let each load pass its own older store, so both could miss the other. The waiter's membarrier orders
-  both: once it returns, every CPU running the (registered) writer has executed a full
-  barrier, so either the writer's count store is visible to the waiter's look, or the
-  writer's later load of ``waiting`` sees 1.
+  ``waiting``; the waiter stores ``waiting``, then loads the count. Each side's store and
+  load are kept in order (the writer's by their sequential consistency, the waiter's by its
+  full fence), so both cannot miss the other: either the waiter's look sees the count, or
+  the writer's load sees ``waiting``.
 * the writer's clear against a waiter that sets ``waiting`` meanwhile: the writer clears
-  *before* it bumps ``signal`` (a sequentially consistent fetch_add, which keeps the clear
-  before it); a waiter whose store of 1 the clear erased loaded ``signal`` before that store
-  (an acquire fence keeps the load before the store), so before the bump: its FUTEX_WAIT
-  fails at once or is woken by this wake, and it sets ``waiting`` again before it sleeps
-  again.
+  *before* it bumps ``signal`` (an atomic add that keeps the clear before it); a waiter whose
+  store of 1 the clear erased loaded ``signal`` before that store (its store is a release:
+  the load stays before it), so before the bump: its FUTEX_WAIT fails at once or is woken by
+  this wake, and it sets ``waiting`` again before it sleeps again.
 
-Where the kernel has no membarrier (``fenced`` is 0), or refuses a waiter's call, the first
-argument does not hold: a wake-up may be missed, rarely, and is then late by at most
-``_UNFENCED_SLICE``.
+A follower with a freshness budget (``latency`` > 0, ``wait_paced``) never sets ``waiting``:
+it looks at the log every ``latency`` seconds, sleeping in between on a timer, and returns at
+most once per ``latency``, taking what came as one batch. The writer does nothing for it.
 
 The futex is shared (no FUTEX_PRIVATE_FLAG): the kernel keys it by file and offset, so
 the writer's and every reader's mappings meet on it. Where the wait region cannot be
@@ -54,33 +55,27 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
 from . import _shm
 from ._errors import AccessDeniedError, AtomicLogError, InvalidArgumentError
-from ._platform import ACQUIRE, SEQ_CST, SYSCALLS, AtomicView, fence
+from ._platform import SEQ_CST, SYSCALLS, AtomicView, fence
 
 SIZE = 64
 SIGNAL_WORD = 0
 WAITING_WORD = 1
-FENCED_WORD = 2
 
 _SYS_FUTEX = SYSCALLS.futex
 _FUTEX_WAIT = 0
 _FUTEX_WAKE = 1
 _WAKE_ALL = 0x7FFFFFFF
-_SYS_MEMBARRIER = SYSCALLS.membarrier
-_MEMBARRIER_CMD_QUERY = 0
-_MEMBARRIER_CMD_GLOBAL_EXPEDITED = 1 << 1
-_MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED = 1 << 2
 _SPIN = 30e-6  # how long a waiter looks again (yielding) before it asks to be woken
 _SPIN_PAUSE = 0.01  # after a spin that did not pay, how long waiters of this process skip it,
 _LONGEST_SPIN_PAUSE = 1.0  # doubling up to this while spins keep not paying
 LOOK_EVERY = 0.5
 """Seconds, at most, between a follower's looks at whether its log (or its writer) is still
-there, while it finds nothing new: the longest a fenced waiter sleeps on the futex, how often
-it checks ``still()``, how often a snapshot's ``poll()`` opens the header's name."""
-_UNFENCED_SLICE = 0.01  # without a working membarrier: the bound on a missed wake-up's delay
+there, while it finds nothing new: the longest a waiter sleeps on the futex, how often it
+checks ``still()``, how often a snapshot's ``poll()`` opens the header's name."""
 _FIRST_NAP = 50e-6  # polling fallback
 _LONGEST_NAP = 2e-3
 
@@ -93,14 +88,7 @@ class _Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
 
-def _membarrier_available() -> bool:
-    mask: int = _syscall(_SYS_MEMBARRIER, _MEMBARRIER_CMD_QUERY, 0, 0)
-    needed = _MEMBARRIER_CMD_GLOBAL_EXPEDITED | _MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED
-    return mask >= 0 and mask & needed == needed
-
-
-MEMBARRIER = _membarrier_available()
-"""Whether this kernel offers the asymmetric fence the wait protocol uses (queried once)."""
+# -- arguments ---------------------------------------------------------------------------------
 
 
 def check_seconds(value: object, what: str = "timeout") -> float | None:
@@ -112,6 +100,18 @@ def check_seconds(value: object, what: str = "timeout") -> float | None:
     return float(value)
 
 
+def check_linger(value: object) -> float:
+    """``linger`` as seconds; InvalidArgumentError unless a number >= 0 (None is 0)."""
+    return check_seconds(value, "linger") or 0.0
+
+
+def check_latency(value: object) -> float:
+    """``latency`` as seconds; InvalidArgumentError unless a number >= 0 (None is 0)."""
+    return check_seconds(value, "latency") or 0.0
+
+
+# -- one follower's pace -----------------------------------------------------------------------
+
 LINGER = 1e-3
 """The default ``linger`` of ``wait()``: how long after its previous return a follower that
 keeps finding records already waiting is held, to take them in bigger batches (seconds)."""
@@ -121,8 +121,8 @@ WINDOW_SHARE = 4  # lingering never lets more than 1/WINDOW_SHARE of the window 
 
 
 class Pace:
-    """One follower's recent waits (a cursor's, a snapshot's), for lingering: how many in a
-    row found records already there, and when the last one returned. In-process only."""
+    """One follower's recent waits (a cursor's, a snapshot's): how many in a row found
+    records already there, and when the last one returned. In-process only."""
 
     __slots__ = ("returned", "streak")
 
@@ -145,9 +145,7 @@ class Pace:
         return pause
 
 
-def check_linger(value: object) -> float:
-    """``linger`` as seconds; InvalidArgumentError unless a number >= 0 (None is 0)."""
-    return check_seconds(value, "linger") or 0.0
+# -- the wait region ---------------------------------------------------------------------------
 
 
 def wait_mode(mode: int) -> int:
@@ -167,13 +165,14 @@ def create(name: str, nonce: int, mode: int) -> None:
 class WaitRegion:
     """The wait region mapped read-write, with the address of its futex word."""
 
-    __slots__ = ("_region", "_view", "address", "words")
+    __slots__ = ("_region", "_view", "address", "signal", "waiting")
 
     def __init__(self, region: mmap.mmap) -> None:
         self._region = region
-        self._view = AtomicView(region)  # keeps the map exported: its address stays valid
-        self.address = self._view.address
-        self.words = memoryview(region)[:SIZE].cast("q")
+        self._view = view = AtomicView(region)  # keeps the map exported: its address stays valid
+        self.address = view.address
+        self.signal = view.cell_u32(SIGNAL_WORD * 8)  # the futex word: the low half, little-endian
+        self.waiting = view.cell_u64(WAITING_WORD * 8)
 
     @classmethod
     def open(cls, name: str, nonce: int) -> WaitRegion | None:
@@ -192,36 +191,38 @@ class WaitRegion:
                 return None
             return cls(_shm.map_file(file, path, SIZE, mmap.ACCESS_WRITE))
 
-    def register_writer(self) -> None:
-        """Called by a writer once, at claim: let waiters fence against this process, and
-        tell them whether they can (``fenced``)."""
-        register = _MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED
-        fenced = MEMBARRIER and _syscall(_SYS_MEMBARRIER, register, 0, 0) == 0
-        self.words[FENCED_WORD] = int(fenced)
-
     def wake(self) -> None:
-        """Wake every waiter (the writer calls this when ``waiting`` is set)."""
-        words = self.words
+        """Wake every waiter (the writer calls this when ``waiting`` is set; a remover after
+        its gone mark)."""
         # Clear before the bump: a waiter whose flag this erases loaded signal before the
         # bump, so its FUTEX_WAIT cannot sleep through the wake below (pairs with the
-        # signal load, then waiting store, in wait_until).
-        words[WAITING_WORD] = 0
-        # A sequentially consistent read-modify-write: the clear above (and a remover's GONE
-        # mark before it) is seen before the bump on every CPU, and two bumps that race (the
-        # writer's and a remover's) are never one. The futex word is the low 32 bits.
-        self._view.fetch_add_u32(SIGNAL_WORD * 8, 1, SEQ_CST)
+        # signal load, then waiting store, in sleep_unless()). The bump is a sequentially
+        # consistent read-modify-write: the clear (and a remover's GONE mark) is seen before
+        # it on every CPU, and two bumps that race (a writer's, a remover's) are two.
+        self.waiting.store(0, SEQ_CST)
+        self.signal.fetch_add(1, SEQ_CST)
         _syscall(_SYS_FUTEX, ctypes.c_void_p(self.address), _FUTEX_WAKE, _WAKE_ALL, None, None, 0)
 
+    def sleep_unless(self, ready: Callable[[], bool], seconds: float) -> bool:
+        """Ask to be woken, then sleep until woken or ``seconds`` pass, unless ``ready()``
+        already: True if it was (see the module docstring for why no wake-up is lost)."""
+        signal = self.signal.load(SEQ_CST)  # before the store below: pairs with the writer's clear, then bump
+        # Sequentially consistent, so a release: the load above stays before it. Pairs with
+        # the writer's load of waiting after its count store (Writer._publish).
+        self.waiting.store(1, SEQ_CST)
+        fence(SEQ_CST)  # the store above before the look below: pairs with the writer's store, then load
+        if ready():
+            return True
+        self.sleep(signal, seconds)
+        return False
+
     def sleep(self, signal: int, seconds: float) -> None:
-        """Sleep until woken, ``seconds`` pass, or ``signal`` has already changed."""
+        """Sleep until woken, ``seconds`` pass, or the futex word no longer holds ``signal``."""
         whole = int(seconds)
         timeout = _Timespec(whole, int((seconds - whole) * 1e9))
-        if (
-            _syscall(
-                _SYS_FUTEX, ctypes.c_void_p(self.address), _FUTEX_WAIT, signal, ctypes.byref(timeout), None, 0
-            )
-            < 0
-        ):
+        address = ctypes.c_void_p(self.address)
+        expected = ctypes.c_uint32(signal)
+        if _syscall(_SYS_FUTEX, address, _FUTEX_WAIT, expected, ctypes.byref(timeout), None, 0) < 0:
             err = ctypes.get_errno()
             if err not in (errno.EAGAIN, errno.ETIMEDOUT, errno.EINTR):
                 raise AtomicLogError(f"waiting on the log's futex failed: {os.strerror(err)} (errno {err})")
@@ -230,20 +231,79 @@ class WaitRegion:
         """Unmap the region. Idempotent."""
         if self._region.closed:
             return
-        self.words.release()
         self._view.close()
         self._region.close()
 
 
-_spin_after = 0.0  # time.monotonic() before which waiters do not spin
-_spin_pause = _SPIN_PAUSE  # how long the next spin that does not pay stops spinning
+# -- waiting -----------------------------------------------------------------------------------
 
 
-def _fence() -> bool:
-    """A full barrier on every CPU that runs a registered writer (and on this one); False
-    if the kernel refused it (a seccomp filter, a sandbox such as gVisor): then nothing was
-    fenced, and the waiter must not rely on it."""
-    return bool(_syscall(_SYS_MEMBARRIER, _MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0)
+class _Spin:
+    """The adaptive spin of this process's waiters: look again, yielding the CPU, for up to
+    ``_SPIN`` before asking to be woken, while that pays."""
+
+    __slots__ = ("after", "pause")
+
+    def __init__(self) -> None:
+        self.start_over()
+
+    def start_over(self) -> None:
+        """Spin at the next wait, as if no spin had been found not to pay."""
+        self.after = 0.0  # time.monotonic() before which waiters do not spin
+        self.pause = _SPIN_PAUSE  # how long the next spin that does not pay stops spinning
+
+    def found(self, ready: Callable[[], bool], waiting: Callable[[], int]) -> bool:
+        """Spin (unless spinning stopped paying lately); True if ``ready()`` came true.
+        ``waiting()`` is how many records are there."""
+        if time.monotonic() < self.after:
+            return False
+        began = time.perf_counter()
+        while time.perf_counter() - began < _SPIN:
+            os.sched_yield()  # lets a writer that shares this CPU run
+            if ready():
+                # Spinning pays while records come faster than one per _SPIN: then a
+                # follower that yields keeps up without ever costing the writer a wake-up.
+                if waiting() * _SPIN >= time.perf_counter() - began:
+                    self.pause = _SPIN_PAUSE
+                    return True
+                break
+        # It did not pay (a yield may have lent the CPU to another program for long): skip
+        # spinning for a while, twice as long each time in a row.
+        self.after = time.monotonic() + self.pause
+        self.pause = min(2 * self.pause, _LONGEST_SPIN_PAUSE)
+        return ready()
+
+
+_spin = _Spin()
+
+
+class _Clock:
+    """A wait's timeout, and its looks at ``still()`` every ``LOOK_EVERY`` seconds."""
+
+    __slots__ = ("deadline", "look_at", "still")
+
+    def __init__(self, timeout: float | None, still: Callable[[], bool] | None) -> None:
+        now = time.monotonic()
+        self.deadline = None if timeout is None else now + timeout
+        self.look_at = now + LOOK_EVERY
+        self.still = still
+
+    def left(self, longest: float) -> float | None:
+        """How long the wait may sleep now, at most ``longest``, after a look at ``still()``
+        if one is due; None once it is over (its timeout passed, or ``still()`` said no).
+        ``still()`` may also raise."""
+        now = time.monotonic()
+        if self.still is not None:
+            if now >= self.look_at:
+                if not self.still():
+                    return None
+                self.look_at = now + LOOK_EVERY
+            longest = min(longest, self.look_at - now)
+        if self.deadline is not None:
+            if now >= self.deadline:
+                return None
+            longest = min(longest, self.deadline - now)
+        return longest
 
 
 def wait_until(
@@ -254,68 +314,78 @@ def wait_until(
     still: Callable[[], bool] | None = None,
 ) -> bool:
     """Block until ``end()`` passes ``position`` or ``timeout`` seconds pass; True if it
-    did. Sleeps on the futex of ``region``, or polls with backoff where this process
-    cannot map it (None).
-
-    Every ``LOOK_EVERY`` seconds of waiting, ``still()`` (if given) says whether waiting
-    still makes sense: False ends the wait (returning False); it may also raise.
-    """
+    did. Spins a little first (``_Spin``), then sleeps on the futex of ``region``, or polls
+    with backoff where this process cannot map it (None). Every ``LOOK_EVERY`` seconds,
+    ``still()`` (if given) says whether waiting still makes sense: False ends the wait
+    (returning False); it may also raise."""
 
     def ready() -> bool:
         return end() > position
 
-    if ready():
+    if ready() or _spin.found(ready, lambda: end() - position):
         return True
-    now = time.monotonic()
-    deadline = None if timeout is None else now + timeout
-    check_at = now + LOOK_EVERY
-    global _spin_after, _spin_pause
-    if now >= _spin_after:  # the next records may be a moment away: look again, yielding
-        began = time.perf_counter()
-        while time.perf_counter() - began < _SPIN:
-            os.sched_yield()  # lets a writer that shares this CPU run
-            if ready():
-                # Spinning pays while records come faster than one per _SPIN: then a
-                # follower that yields keeps up without ever costing the writer a wake-up.
-                if (end() - position) * _SPIN >= time.perf_counter() - began:
-                    _spin_pause = _SPIN_PAUSE
-                    return True
-                break
-        # It did not pay (a yield may have lent the CPU to another program for long): skip
-        # spinning for a while, twice as long each time in a row.
-        _spin_after = time.monotonic() + _spin_pause
-        _spin_pause = min(2 * _spin_pause, _LONGEST_SPIN_PAUSE)
-        if ready():
-            return True
+    clock = _Clock(timeout, still)
     nap = _FIRST_NAP
     while True:
-        now = time.monotonic()
-        if still is not None and now >= check_at:
-            if not still():
-                return False
-            check_at = now + LOOK_EVERY
-        slice_ = min(LOOK_EVERY, check_at - now) if still is not None else LOOK_EVERY
-        left = slice_ if deadline is None else min(slice_, deadline - now)
-        if left <= 0:
-            if deadline is not None and deadline <= now:
-                return False
-            continue
+        left = clock.left(LOOK_EVERY)
+        if left is None:
+            return False
         if region is None:  # no futex for us: poll, backing off
             time.sleep(min(nap, left))
             nap = min(nap * 2, _LONGEST_NAP)
-        else:
-            words = region.words
-            signal = words[SIGNAL_WORD]  # before the store below: pairs with the writer's clear, then bump
-            fence(ACQUIRE)  # keeps that load before the store below (aarch64 may reorder them)
-            words[WAITING_WORD] = 1  # pairs with the writer's load of waiting after its count store
-            # Orders the store above before the look below, against the writer's pair; if
-            # there is no fence, a wake-up may be missed: sleep in short slices then.
-            fenced = words[FENCED_WORD] != 0 and _fence()
-            if ready():  # pairs with the writer's count store (Reader.slot's count load)
-                return True
-            region.sleep(signal, left if fenced else min(left, _UNFENCED_SLICE))
+        elif region.sleep_unless(ready, left):
+            return True
         if ready():
             return True
+
+
+def paced(
+    end: Callable[[], int],
+    position: int,
+    timeout: float | None,
+    latency: float,
+    pace: Pace,
+    still: Callable[[], bool] | None = None,
+) -> Generator[float, None, bool]:
+    """A follower's wait with a freshness budget of ``latency`` seconds, as the seconds to
+    sleep between its looks (the caller sleeps them: ``time.sleep`` or ``asyncio.sleep``);
+    returns what ``wait_until`` would. It never asks to be woken, so the writer does nothing
+    for it: it looks at the log every ``latency`` seconds, and returns no sooner than
+    ``latency`` after its previous return (``pace.returned``), so a record it finds is at
+    most about ``latency`` old and a busy log wakes it about once per ``latency``."""
+    clock = _Clock(timeout, still)
+    while True:
+        due = pace.returned + latency - time.monotonic()
+        if end() > position:
+            if due > 0 and clock.deadline is not None:
+                due = min(due, clock.deadline - time.monotonic())
+            if due > 0:
+                yield due
+            return True
+        left = clock.left(max(latency, due))
+        if left is None:
+            return False
+        yield left
+
+
+def sleeping(wait: Generator[float, None, bool]) -> bool:
+    """Run ``paced()`` with ``time.sleep``."""
+    try:
+        while True:
+            time.sleep(next(wait))
+    except StopIteration as done:
+        result: bool = done.value
+        return result
+
+
+async def sleeping_async(wait: Generator[float, None, bool]) -> bool:
+    """Run ``paced()`` with ``asyncio.sleep``: the event loop never blocks."""
+    try:
+        while True:
+            await asyncio.sleep(next(wait))
+    except StopIteration as done:
+        result: bool = done.value
+        return result
 
 
 class AsyncWaker:
@@ -401,8 +471,11 @@ _wakers: weakref.WeakSet[AsyncWaker] = weakref.WeakSet()
 
 
 def _start_over_in_child() -> None:
+    """A forked child starts with its own waiting state: no waker threads (it has none of
+    its parent's), and a spin that has not yet been found not to pay."""
     for waker in list(_wakers):
         waker._start_over()
+    _spin.start_over()
 
 
 os.register_at_fork(after_in_child=_start_over_in_child)

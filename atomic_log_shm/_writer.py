@@ -55,8 +55,9 @@ from ._platform import RELEASE, fence
 _VALUE_ERRORS = (TypeError, ValueError, OverflowError, struct.error)
 
 
-_NOBODY_WAITS = memoryview(bytearray(16)).cast("q")
-_WAITING = _wait.WAITING_WORD
+def _nobody_waits() -> int:
+    """The waiting flag of a writer that could not map its log's wait region."""
+    return 0
 
 
 class _State(enum.Enum):
@@ -201,7 +202,7 @@ class Writer:
         self._pack = packer.pack if packer is not None and layout.dtype.names else None
         self._exact = _records.exact_types(layout.dtype)
         self._words = claim.words
-        self._waiting = _NOBODY_WAITS
+        self._waiting: Callable[[], int] = _nobody_waits
         self._waits: _wait.WaitRegion | None = None
         try:
             head, count, start = self._published_head()
@@ -209,8 +210,7 @@ class Writer:
             holdings.segments = _segment.WriterSegments(name, layout, mode, region)
             holdings.waits = waits = _wait.WaitRegion.open(name, layout.nonce)
             if waits is not None:
-                waits.register_writer()  # waiters fence against this process from now on
-                self._waits, self._waiting = waits, waits.words
+                self._waits, self._waiting = waits, waits.waiting.load
         except BaseException:
             self._stop("it could not open the log")
             holdings.release()
@@ -325,12 +325,13 @@ class Writer:
         """Show the head's records below ``count`` to every reader, then wake the followers
         asleep on the log: the one step that every write ends with."""
         self._count = count  # first: records below it are never stored again, even if cut short here
-        # Publish: a release store, seen after every record store before it; pairs with the
-        # count load and the acquire fence after it in Reader.slot() and Snapshot.refresh(),
-        # which readers make before loading any record.
-        self._store_count(count, RELEASE)
-        # After the count store; pairs with the waiter's waiting store + membarrier (_wait.py).
-        if self._waiting[_WAITING]:
+        # Publish: a sequentially consistent store (so a release), seen after every record
+        # store before it; pairs with the count load and the acquire fence after it in
+        # Reader.slot() and Snapshot.refresh(), which readers make before loading any record.
+        self._store_count(count)
+        # Sequentially consistent, after the count store: pairs with the waiter's waiting
+        # store and fence, then look (_wait.WaitRegion.sleep_unless).
+        if self._waiting():
             self._waits.wake()  # type: ignore[union-attr]
 
     def append(self, value: Any) -> None:
@@ -605,7 +606,7 @@ class Writer:
         self._stop("it belongs to the parent of this forked process")
         self._finalizer.detach()
         self._holdings.forget()
-        self._waits, self._waiting = None, _NOBODY_WAITS
+        self._waits, self._waiting = None, _nobody_waits
 
     @property
     def closed(self) -> bool:

@@ -8,6 +8,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import SHM, become, other_user, publish_later, regions_of
 
-from atomic_log_shm import AtomicLog
+from atomic_log_shm import AtomicLog, InvalidArgumentError, LogNotFoundError
 
 
 def flat(arrays) -> list[int]:
@@ -176,16 +177,16 @@ def test_a_killed_waiter_costs_the_writer_one_wake_up_then_nothing() -> None:
         try:
             assert ready.wait(30)
             deadline = time.monotonic() + 30
-            while not writer._waiting[1] and time.monotonic() < deadline:
+            while not writer._waiting() and time.monotonic() < deadline:
                 time.sleep(0.001)  # until the child announced it waits
-            assert writer._waiting[1] == 1
+            assert writer._waiting() == 1
         finally:
             child.kill()
             child.join(30)
         writer.append(1)  # wakes nobody: the writer stops asking
-        assert writer._waiting[1] == 0
+        assert writer._waiting() == 0
         writer.append(2)
-        assert writer._waiting[1] == 0
+        assert writer._waiting() == 0
 
 
 def _wait_and_report(name: str, ready, woke) -> None:
@@ -383,3 +384,127 @@ def test_a_reader_of_another_user_waits_by_polling_and_cannot_truncate_the_wait_
         finally:
             for fd in (ready_r, ready_w, done_r, done_w):
                 os.close(fd)
+
+
+# -- a freshness budget: woken at most about once per latency, at no cost to the writer --------
+
+BUDGET = 0.1
+
+
+def _budget_follower(name: str, ready: Any, out: Any) -> None:
+    """Follow with a budget until the record -1; report every return's time and what it held."""
+    cursor = AtomicLog.attach(name).cursor("newest")
+    ready.set()
+    returns = []
+    while True:
+        woke = cursor.wait(timeout=10, latency=BUDGET)
+        batch = cursor.poll()
+        returns.append((time.monotonic(), woke, [int(v) for a in batch.arrays for v in a]))
+        if returns[-1][2] and returns[-1][2][-1] == -1:
+            break
+    out.put(returns)
+
+
+def test_a_follower_with_a_budget_returns_about_once_per_latency_and_costs_the_writer_nothing(
+    log_name: Callable[[], str],
+) -> None:
+    """A writer appends for 1 s, stamping each record with its publication time: the
+    follower returns at most about once per 0.1 s, sees every record, none more than about
+    0.1 s late (with a wide margin for a busy machine), and never sets the waiting flag."""
+    ctx = mp.get_context("fork")
+    writer, log = AtomicLog.new_claimed(retained=1 << 16, segment=1 << 12, dtype=np.int64, name=log_name())
+    with log, writer:
+        ready, out = ctx.Event(), ctx.Queue()
+        child = ctx.Process(target=_budget_follower, args=(log.name, ready, out))
+        child.start()
+        try:
+            assert ready.wait(30)
+            published = {}
+            began = time.monotonic()
+            i = 0
+            while time.monotonic() - began < 1.0:
+                published[i] = time.monotonic()
+                writer.append(i)
+                assert writer._waiting() == 0, "a follower with a budget asked to be woken"
+                i += 1
+                time.sleep(0.0005)
+            writer.append(-1)
+            returns = out.get(timeout=30)
+        finally:
+            child.join(30)
+    seen = [v for _, _, values in returns for v in values]
+    assert seen == [*range(i), -1]
+    assert len(returns) <= 1.0 / BUDGET * 1.5 + 3, f"{len(returns)} returns in about 1 s"
+    late = max(at - published[v] for at, _, values in returns for v in values if v >= 0)
+    assert late < BUDGET + 0.5, f"a record was seen {late:.3f} s after it was published"
+
+
+def test_a_budget_follower_finds_a_record_within_its_latency_after_an_idle_while(
+    log_name: Callable[[], str],
+) -> None:
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=log_name())
+    with log, writer:
+        snap = log.snapshot()
+        assert snap.wait(0.25, latency=BUDGET) is False  # nothing: it looked, and slept on a timer
+        ctx = mp.get_context("fork")
+        writer.close()
+        child = ctx.Process(target=publish_later, args=(log.name, 0.3))
+        began = time.monotonic()
+        child.start()
+        assert snap.wait(10, latency=BUDGET)
+        child.join()
+        assert time.monotonic() - began < 0.3 + BUDGET + 1.0
+        snap.refresh()
+        assert [int(v) for v in snap] == [42]
+
+
+def test_a_budget_follower_learns_that_its_log_is_gone_at_its_next_look(log_name: Callable[[], str]) -> None:
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=log_name())
+    reader = AtomicLog.attach(log.name)
+    cursor = reader.cursor("newest")
+    with writer:
+        log.unlink()
+        began = time.monotonic()
+        with pytest.raises(LogNotFoundError):
+            cursor.wait(10, latency=BUDGET)
+        assert time.monotonic() - began < BUDGET + 1.0
+    reader.close()
+    log.close()
+
+
+@pytest.mark.parametrize("bad", [-0.1, "0.1", True, float("nan")])
+def test_a_budget_must_be_seconds(log_name: Callable[[], str], bad: Any) -> None:
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.int64, name=log_name())
+    with log, writer:
+        for wait in (log.cursor().wait, log.snapshot().wait):
+            with pytest.raises(InvalidArgumentError, match="latency"):
+                wait(0.01, latency=bad)
+
+
+def test_follow_and_wait_async_take_a_budget(log_name: Callable[[], str]) -> None:
+    import asyncio
+
+    writer, log = AtomicLog.new_claimed(retained=1 << 12, segment=1 << 10, dtype=np.int64, name=log_name())
+
+    async def follow() -> list[int]:
+        seen: list[int] = []
+        async for batch in log.follow("oldest", latency=BUDGET):
+            seen.extend(int(v) for a in batch.arrays for v in a)
+            if seen and seen[-1] == -1:
+                return seen
+        return seen
+
+    async def write() -> None:
+        for i in range(200):
+            writer.append(i)
+            await asyncio.sleep(0.001)
+        writer.append(-1)
+
+    async def both() -> list[int]:
+        seen, _ = await asyncio.gather(follow(), write())
+        return seen
+
+    with log, writer:
+        assert asyncio.run(asyncio.wait_for(both(), 30)) == [*range(200), -1]
+        cursor = log.cursor("newest")
+        assert asyncio.run(cursor.wait_async(0.2, latency=BUDGET)) is False

@@ -24,7 +24,7 @@ import pytest
 from support import Interrupter, interrupt_at_every_line, run_traced
 
 import atomic_log_shm
-from atomic_log_shm import AtomicLog, Writer, WriterClosedError, _wait
+from atomic_log_shm import AtomicLog, Writer, WriterClosedError
 
 PACKAGE = os.path.dirname(atomic_log_shm.__file__)
 WRITER_FILES = {os.path.join(PACKAGE, f) for f in ("_writer.py", "_segment.py", "_shm.py")}
@@ -276,7 +276,7 @@ def test_an_interrupt_at_any_line_of_wait_leaves_waiting_working_here_and_in_oth
                 write(writer, 1)
                 waits = log._reader._waits
                 assert waits is not None and waits is not False and waits is not True
-                assert waits.words[_wait.WAITING_WORD] == 0, "a publication left waiting set"
+                assert waits.waiting.load() == 0, "a publication left waiting set"
                 began = time.monotonic()
                 assert wait(timeout=10 * PROMPT) is True
                 assert time.monotonic() - began < PROMPT

@@ -24,10 +24,26 @@ STAMPED = np.dtype([("ts", "<f8"), ("seq", "<i8")])
 LOST = 0.25  # a lost wake-up ends only when the waiter's slice (0.5 s) runs out
 
 
-def test_this_kernel_offers_the_fence_the_protocol_uses() -> None:
-    # Where it does not, waiting is still correct but a wake-up may be late by up to
-    # _wait._UNFENCED_SLICE; the figures in docs/following.md were measured with it.
-    assert _wait.MEMBARRIER
+def test_waiting_and_waking_make_no_system_call_but_the_futex(
+    log_name: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The protocol orders the waiter's flag and the writer's count with atomics and fences
+    # (no membarrier, which would interrupt the writer's CPU at every sleep): a waiter that
+    # sleeps and is woken asks the kernel for FUTEX_WAIT and FUTEX_WAKE, nothing else.
+    called: list[int] = []
+    real = _wait._syscall
+    monkeypatch.setattr(_wait, "_syscall", lambda number, *args: called.append(number) or real(number, *args))
+    writer, log = AtomicLog.new_claimed(name=log_name(), retained=8, segment=4, dtype=np.int64)
+    with log, writer:
+        cursor = log.cursor("newest")
+        assert cursor.wait(0.05, linger=0) is False
+        ctx = mp.get_context("fork")
+        writer.close()
+        child = ctx.Process(target=publish_later, args=(log.name, 0.1))
+        child.start()
+        assert cursor.wait(5.0)
+        child.join()
+    assert called and set(called) == {_wait._SYS_FUTEX}
 
 
 def test_a_waiter_whose_flag_the_writer_clears_cannot_sleep_through_that_wake(
@@ -40,11 +56,10 @@ def test_a_waiter_whose_flag_the_writer_clears_cannot_sleep_through_that_wake(
     with log, writer:
         region = _wait.WaitRegion.open(log.name, log._reader.layout.nonce)
         assert region is not None
-        words = region.words
-        signal = words[_wait.SIGNAL_WORD]  # the waiter's load
-        words[_wait.WAITING_WORD] = 1  # the waiter's store, which the writer's clear erases
+        signal = region.signal.load()  # the waiter's load
+        region.waiting.store(1)  # the waiter's store, which the writer's clear erases
         region.wake()  # the writer: clear, bump, wake
-        assert words[_wait.WAITING_WORD] == 0
+        assert region.waiting.load() == 0
         began = time.monotonic()
         region.sleep(signal, 2.0)  # the waiter goes to sleep on what it loaded
         assert time.monotonic() - began < 1.0  # at once, not after the 2 s it would sleep
@@ -201,55 +216,6 @@ def _hold_claim(name: str, seconds: float) -> None:
     assert writer is not None
     time.sleep(seconds)
     writer.close()
-
-
-def test_without_the_fence_waiters_still_wake_and_sleep_in_short_slices(
-    log_name: Callable[[], str],
-) -> None:
-    # Where the kernel refuses membarrier the writer leaves `fenced` at 0: waiters skip the
-    # fence and sleep at most _UNFENCED_SLICE, which bounds a missed wake-up's delay.
-    writer, log = AtomicLog.new_claimed(name=log_name(), retained=64, segment=32, dtype=np.int64)
-    with log, writer:
-        region = _wait.WaitRegion.open(log.name, log._reader.layout.nonce)
-        assert region is not None
-        assert region.words[_wait.FENCED_WORD] == int(_wait.MEMBARRIER)
-        region.words[_wait.FENCED_WORD] = 0
-        cursor = log.cursor("newest")
-        began = time.monotonic()
-        assert cursor.wait(0.05) is False
-        assert time.monotonic() - began < 0.5
-        ctx = mp.get_context("fork")
-        child = ctx.Process(target=publish_later, args=(log.name, 0.1))
-        writer.close()
-        child.start()
-        assert cursor.wait(5.0)
-        child.join()
-        assert region.words[_wait.FENCED_WORD] == int(_wait.MEMBARRIER)  # the new writer's claim
-        region.close()
-
-
-def test_a_waiter_whose_fence_the_kernel_refuses_sleeps_in_short_slices(
-    log_name: Callable[[], str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The writer registered (`fenced` is 1), but this waiter's membarrier fails (a seccomp
-    # filter, gVisor): it fenced nothing, so it must not trust `fenced` and sleep long.
-    writer, log = AtomicLog.new_claimed(name=log_name(), retained=8, segment=4, dtype=np.int64)
-    real = _wait._syscall
-
-    def refused(number: int, *args: object) -> int:
-        if number == _wait._SYS_MEMBARRIER:
-            return -1
-        return int(real(number, *args))
-
-    slept: list[float] = []
-    sleep = _wait.WaitRegion.sleep
-    monkeypatch.setattr(_wait, "_syscall", refused)
-    monkeypatch.setattr(_wait.WaitRegion, "sleep", lambda self, s, t: (slept.append(t), sleep(self, s, t)))
-    with log, writer:
-        assert _wait._fence() is False
-        cursor = log.cursor("newest")
-        assert cursor.wait(0.2, linger=0) is False
-        assert slept and max(slept) <= _wait._UNFENCED_SLICE
 
 
 def _wait_for_skip(name: str, start: int, ready: mp.synchronize.Event, out: mp.queues.Queue[object]) -> None:

@@ -22,7 +22,6 @@ the page shows, and the stream attaches again when a log of that name appears.
 from __future__ import annotations
 
 import http.server
-import inspect
 import ipaddress
 import json
 import socket
@@ -37,7 +36,6 @@ from typing import Any
 from .._errors import AtomicLogError, InvalidArgumentError, InvalidNameError, LogNotFoundError
 from .._info import LogInfo, list_logs
 from .._log import AtomicLog
-from .._snapshot import Snapshot
 from ._window import Arrivals, Plan, frame
 
 UPDATE_EVERY = 0.25  # seconds between two frames of one stream, at least: 4 a second
@@ -51,9 +49,9 @@ COLUMNS_RANGE = (16, 8192)  # pixel columns a page may ask for
 DEFAULT_PORT = 8765
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
-# A freshness budget, where the library's wait() takes one: wake-ups batched within it.
-_LATENCY: dict[str, Any] = {"latency": UPDATE_EVERY / 2}
-_WAIT_KWARGS = _LATENCY if "latency" in inspect.signature(Snapshot.wait).parameters else {}
+LATENCY = UPDATE_EVERY / 2
+"""The stream's freshness budget (``Snapshot.wait``): its wake-ups batched within it, and the
+writer does nothing for it."""
 
 # Every file the page loads, under static/ (package data): its URL is /static/<path>.
 STATIC_FILES = (
@@ -222,7 +220,7 @@ class Dashboard:
             elif news:
                 send("state", state)
             spent = time.thread_time() - cpu  # this stream's CPU for this frame
-            snap.wait(WAIT_SLICE, **_WAIT_KWARGS)  # news, or the time to look at the writer again
+            snap.wait(WAIT_SLICE, latency=LATENCY)  # news, or the time to look at the writer again
             pause = max(UPDATE_EVERY, spent / BUSY_SHARE) - (time.monotonic() - began)
             if pause > 0:
                 self._stopping.wait(pause)
