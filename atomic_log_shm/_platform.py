@@ -31,12 +31,11 @@ class Syscalls(NamedTuple):
     """The system call numbers the wait protocol calls through libc's ``syscall()``."""
 
     futex: int
-    membarrier: int
 
 
 _SUPPORTED = {
-    "x86_64": Syscalls(futex=202, membarrier=324),  # arch/x86/entry/syscalls/syscall_64.tbl
-    "aarch64": Syscalls(futex=98, membarrier=283),  # include/uapi/asm-generic/unistd.h
+    "x86_64": Syscalls(futex=202),  # arch/x86/entry/syscalls/syscall_64.tbl
+    "aarch64": Syscalls(futex=98),  # include/uapi/asm-generic/unistd.h
 }
 _ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
 
