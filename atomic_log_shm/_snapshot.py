@@ -18,7 +18,7 @@ import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter
-from typing import Any, Final, overload
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -64,25 +64,46 @@ class Chunk:
         return f"Chunk(sequence={self.sequence}, start={self.start}, values={shown})"
 
 
-# Everything a snapshot shows, as one plain tuple (a refresh makes a new one aside and
-# installs it with one attribute store, so an exception at any point leaves the old view or
-# the new one; a plain tuple because its unpacking is several times faster than a
-# NamedTuple's fields on the hot path):
-#   chunks       list[Chunk], never changed once installed
-#   length       records shown
-#   head         the newest segment shown (or mapped, if it had no records yet)
-#   head_start   the position of its record 0
-#   head_count   how many of its records are shown
-#   head_array   all of it, mapped, for growing the view in place
-#   epoch_word   the header words of the head's slot, for the hot path
-#   count_word
-#   missed       what the refresh that made this view skipped
-_View = tuple[list[Chunk], int, int, int, int, npt.NDArray[Any], int, int, int]
-_CHUNKS: Final = 0
-_LENGTH: Final = 1
-_START: Final = 3
-_SHOWN: Final = 4
-_MISSED: Final = 8
+class _View:
+    """Everything a snapshot shows, never changed once made: a refresh makes a new one aside
+    and installs it with one attribute store, so an exception at any point leaves the old
+    view or the new one. Plain slots: the idle refresh reads three of them."""
+
+    __slots__ = ("array", "chunks", "count_word", "epoch_word", "head", "length", "missed", "shown", "start")
+
+    def __init__(
+        self,
+        chunks: list[Chunk],
+        length: int,
+        head: int,
+        start: int,
+        shown: int,
+        array: npt.NDArray[Any],
+        epoch_word: int,
+        count_word: int,
+        missed: int,
+    ) -> None:
+        self.chunks = chunks  # never changed once the view is made
+        self.length = length  # records shown
+        self.head = head  # the newest segment shown (or mapped, if it has no records yet)
+        self.start = start  # the position of the head's record 0
+        self.shown = shown  # how many of the head's records are shown
+        self.array = array  # all of the head, mapped, for growing the view in place
+        self.epoch_word = epoch_word  # the header words of the head's slot
+        self.count_word = count_word
+        self.missed = missed  # what the refresh that made this view skipped
+
+    @property
+    def end(self) -> int:
+        return self.start + self.shown
+
+    def keep(self, missed: int) -> _View:
+        """This view again, saying the refresh that made it missed ``missed`` positions."""
+        again = _View.__new__(_View)
+        for name in _View.__slots__:
+            setattr(again, name, getattr(self, name))
+        again.missed = missed
+        return again
 
 
 def _unseen(chunks: list[Chunk], since: int, end: int) -> int:
@@ -112,7 +133,7 @@ class Snapshot:
     def __init__(self, reader: Reader, log: Any) -> None:
         self._reader = reader
         self._log = log
-        self._view = reader.consistent(self._view_at)
+        self._view = reader.consistent(lambda head: self._view_at(head, None))
         self._look_after = 0.0  # (monotonic) when look_if_gone() looks again
         self._pace = _wait.Pace()  # for lingering in wait()
 
@@ -125,74 +146,50 @@ class Snapshot:
         If refresh() raises (an interrupt, a removed log), the view is the one before.
         Raises LogNotFoundError once the log is removed, if its remover could mark it (see
         ``Cursor.poll()`` for the rest).
+
+        Three strategies, cheapest first: the same head, perhaps grown; new segments after
+        the ones held; a rebuild.
         """
-        reader = self._reader
-        words = reader.words
         view = self._view
+        words = self._reader.words
         head = words[HEAD_WORD]  # pairs with the writer's head store, the last of a rollover
-        # The hot paths. The head's slot is retired only after the head has moved n segments
-        # on, and its epoch is changed first; the head load above saw no move, so the count
-        # loaded next is the head's own if the epoch loaded after it still names the head
-        # (steps 3 and 4 of the protocol in _reader). Literal indices: this path is measured.
-        if head == view[2]:  # the head held
-            count = words[view[7]]  # its count word; pairs with the writer's count store
-            if count == view[4]:  # nothing new: two loads
-                if view[8]:  # the last refresh missed some: this one missed none
-                    self._view = (*view[:_MISSED], 0)
+        new = None
+        if head == view.head:
+            count = words[view.count_word]  # pairs with the writer's store of the count
+            if count == view.shown:  # nothing new: two loads, the path of every idle refresh
+                if view.missed:
+                    self._view = view.keep(missed=0)  # this refresh missed none
                 return
-        chunks, length, held, start, shown, array, epoch_word, count_word, _ = view
+            new = self._refresh_same_head(view, count)
+        elif head > view.head:
+            new = self._refresh_incremental(view, head)
+        self._view = new or self._rebuild(view)
+
+    def _refresh_same_head(self, view: _View, count: int) -> _View | None:
+        """The view with the head it holds grown to ``count`` records (loaded after the same
+        head); None if the head's slot was retired meanwhile (the caller rebuilds).
+
+        The head's slot is retired only after the head has moved n segments on, and its
+        epoch is changed first: the count is the head's own if the epoch loaded after it
+        still names the head (steps 3 and 4 of the protocol in _reader)."""
         # The count before the epoch's re-check and the records it covers: pairs with the
-        # writer's release store of the count, and its fence after retiring a slot.
+        # writer's release of the count, and its fence after retiring a slot.
         fence(ACQUIRE)
-        if head == held and words[epoch_word] == head and shown < count <= reader.layout.segment_capacity:
-            grown = chunks[:-1] if shown else chunks[:]  # a new list: the installed one never changes
-            grown.append(Chunk(head, array[:count], start))
-            length += count - shown
-            self._view = (grown, length, head, start, count, array, epoch_word, count_word, 0)
-            return
-        new = self._advance(view, head) if head > held else None
-        if new is None:
-            new = reader.consistent(self._view_at)
-        _, _, _, new_start, new_shown, *_ = new
-        self._view = (*new[:_MISSED], _unseen(new[_CHUNKS], start + shown, new_start + new_shown))
-
-    def look_if_gone(self) -> None:
-        """Raise LogNotFoundError if the log was unlinked or replaced; looks (opening the
-        header's name) at most every ``_wait.LOOK_EVERY`` seconds. For readers that found nothing
-        new: ``Cursor.poll()`` calls it, so a follower learns that its log is gone. (Not
-        ``refresh()``: its hot path is two loads, and a look there would cost a third of it.)"""
-        now = time.monotonic()
-        if now >= self._look_after:
-            self._look_after = now + _wait.LOOK_EVERY
-            if not self._reader.exists():
-                raise self._reader.gone()
-
-    @property
-    def start(self) -> int:
-        """The position of the oldest record shown (``end`` if none is)."""
-        chunks, _, _, start, shown, *_ = self._view
-        return chunks[0].start if chunks else start + shown
-
-    @property
-    def end(self) -> int:
-        """One past the position of the newest record shown: the log's length at the view."""
-        view = self._view
-        return view[_START] + view[_SHOWN]
-
-    @property
-    def missed(self) -> int:
-        """How many positions the last ``refresh()`` skipped; 0 while the reader keeps up.
-
-        Positions after the previous view's end but not shown by this one: reclaimed before
-        it looked, or never written because the writer skipped them."""
-        return self._view[_MISSED]
-
-    def _advance(self, view: _View, head: int) -> _View | None:
-        """The view that keeps the held segments still retained and adds the newer ones;
-        None if the writer moved on meanwhile (the caller rebuilds)."""
         reader = self._reader
-        chunks, _, held, _, _, held_array, *_ = view
+        head = view.head
+        if reader.words[view.epoch_word] != head or not view.shown < count <= reader.layout.segment_capacity:
+            return None
+        grown = view.chunks[:-1] if view.shown else view.chunks[:]  # a new list: the old one never changes
+        grown.append(Chunk(head, view.array[:count], view.start))
+        length = view.length + count - view.shown
+        return _View(grown, length, head, view.start, count, view.array, view.epoch_word, view.count_word, 0)
+
+    def _refresh_incremental(self, view: _View, head: int) -> _View | None:
+        """The view that keeps the held segments still retained and adds those up to
+        ``head``; None if the writer moved on meanwhile, or too far (the caller rebuilds)."""
+        reader = self._reader
         oldest = head - reader.layout.slot_count + 1
+        held = view.head
         if held < oldest:
             return None
         old_head = reader.slot(held)  # its final count: it is no longer the head
@@ -206,19 +203,23 @@ class Snapshot:
             if slot is None or array is None:
                 return None
             added.append((seq, array, *slot))
-        kept = [c for c in chunks if c.sequence >= oldest and c.sequence != held]
+        kept = [c for c in view.chunks if c.sequence >= oldest and c.sequence != held]
         if old_head[1]:
-            kept.append(Chunk(held, held_array[: old_head[1]], old_head[0]))
-        for seq, array, start, count in added[:-1]:
+            kept.append(Chunk(held, view.array[: old_head[1]], old_head[0]))
+        for seq, array, start, count in added:
             if count:
                 kept.append(Chunk(seq, array[:count], start))
-        seq, array, start, count = added[-1]
-        if count:
-            kept.append(Chunk(seq, array[:count], start))
-        return self._view_of(kept, head, start, count, array)
+        _, array, start, count = added[-1]
+        return self._view_of(kept, head, start, count, array, view.end)
 
-    def _view_at(self, head: int) -> _View | None:
-        """The whole view with ``head`` as the head segment; None if the writer moved on."""
+    def _rebuild(self, view: _View) -> _View:
+        """The view built anew from the head, as a new snapshot's (a reader lapped by the
+        writer, or one the other strategies could not serve)."""
+        return self._reader.consistent(lambda head: self._view_at(head, view.end))
+
+    def _view_at(self, head: int, since: int | None) -> _View | None:
+        """The whole view with ``head`` as the head segment; None if the writer moved on.
+        ``since`` is the end of the view it replaces (None for a new snapshot)."""
         reader = self._reader
         slot = reader.slot(head)
         head_array = reader.segment(head) if slot is not None else None
@@ -243,15 +244,55 @@ class Snapshot:
                 chunks.append(Chunk(seq, array[: older[1]], older[0]))
             floor = older[0]
         chunks.reverse()
-        return self._view_of(chunks, head, start, count, head_array)
+        return self._view_of(chunks, head, start, count, head_array, since)
 
     def _view_of(
-        self, chunks: list[Chunk], head: int, start: int, count: int, head_array: npt.NDArray[Any]
+        self,
+        chunks: list[Chunk],
+        head: int,
+        start: int,
+        count: int,
+        head_array: npt.NDArray[Any],
+        since: int | None,
     ) -> _View:
+        """A view of ``chunks`` whose head is ``head``; what it misses of the positions
+        after ``since`` (the replaced view's end) is counted."""
         layout = self._reader.layout
+        missed = 0 if since is None else _unseen(chunks, since, start + count)
         length = sum(len(c.values) for c in chunks)
-        epoch_word, count_word = layout.epoch_word(head), layout.count_word(head)
-        return (chunks, length, head, start, count, head_array, epoch_word, count_word, 0)
+        words = layout.epoch_word(head), layout.count_word(head)
+        return _View(chunks, length, head, start, count, head_array, *words, missed)
+
+    def look_if_gone(self) -> None:
+        """Raise LogNotFoundError if the log was unlinked or replaced; looks (opening the
+        header's name) at most every ``_wait.LOOK_EVERY`` seconds. For readers that found
+        nothing new: ``Cursor.poll()`` calls it, so a follower learns that its log is gone.
+        (Not ``refresh()``: its hot path is two loads, and a look there would cost a third of it.)"""
+        now = time.monotonic()
+        if now >= self._look_after:
+            self._look_after = now + _wait.LOOK_EVERY
+            if not self._reader.exists():
+                raise self._reader.gone()
+
+    @property
+    def start(self) -> int:
+        """The position of the oldest record shown (``end`` if none is)."""
+        view = self._view
+        return view.chunks[0].start if view.chunks else view.end
+
+    @property
+    def end(self) -> int:
+        """One past the position of the newest record shown: the log's length at the view."""
+        return self._view.end
+
+    @property
+    def missed(self) -> int:
+        """How many positions the last ``refresh()`` skipped; 0 while the reader keeps up.
+
+        Positions after the previous view's end but not shown by this one: reclaimed before
+        it looked, or never written because the writer skipped them."""
+        return self._view.missed
+
 
     def wait(
         self,
@@ -276,28 +317,28 @@ class Snapshot:
         return self._reader.wait_beyond(self.end, timeout, until_writer_gone, self._pace, linger, latency)
 
     def __len__(self) -> int:
-        return self._view[_LENGTH]
+        return self._view.length
 
     def __iter__(self) -> Iterator[Any]:
         """Every record shown, oldest first, as read-only numpy scalars."""
-        return itertools.chain.from_iterable(map(_values, self._view[_CHUNKS]))
+        return itertools.chain.from_iterable(map(_values, self._view.chunks))
 
     iter = __iter__
 
     def chunks(self) -> Iterator[Chunk]:
         """The records shown, one Chunk per segment, oldest first; empty segments are skipped."""
-        return iter(self._view[_CHUNKS])
+        return iter(self._view.chunks)
 
     def to_numpy(self) -> npt.NDArray[Any]:
         """Every record shown, as one contiguous array (a copy, writable, owned by you)."""
-        return _concatenate([chunk.values for chunk in self._view[_CHUNKS]], self._reader.dtype)
+        return _concatenate([chunk.values for chunk in self._view.chunks], self._reader.dtype)
 
     def latest(self, k: int) -> npt.NDArray[Any]:
         """The newest ``k`` records shown (fewer if the view holds fewer), as one copy."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise InvalidArgumentError(f"latest() takes a count >= 0, not {k!r}")
         parts: list[npt.NDArray[Any]] = []
-        for chunk in reversed(self._view[_CHUNKS]):
+        for chunk in reversed(self._view.chunks):
             if k <= 0:
                 break
             parts.append(chunk.values[-k:])
@@ -319,7 +360,7 @@ class Snapshot:
         a copy (writable, owned by you), one contiguous array. Finding a record takes
         O(log segments).
         """
-        length = self._view[_LENGTH]
+        length = self._view.length
         if isinstance(index, slice):
             picked = range(length)[index]
             if not picked:
@@ -340,13 +381,13 @@ class Snapshot:
                 f"{length} records (refresh() to see newer ones)"
             )
         k, offset = self._locate(i + length if i < 0 else i)
-        return self._view[_CHUNKS][k].values[offset]
+        return self._view.chunks[k].values[offset]
 
     def _locate(self, i: int) -> tuple[int, int]:
         """The chunk (its index in the view) holding record ``i`` of the view, and where."""
-        chunks: list[Chunk] = self._view[_CHUNKS]
+        chunks: list[Chunk] = self._view.chunks
         first, last = chunks[0].start, chunks[-1]
-        if last.start + len(last.values) - first == self._view[_LENGTH]:  # no positions skipped
+        if last.start + len(last.values) - first == self._view.length:  # no positions skipped
             k = bisect_right(chunks, first + i, key=_start) - 1
             return k, first + i - chunks[k].start
         for k, chunk in enumerate(chunks):  # Writer.skip_to left gaps: count through
@@ -357,7 +398,7 @@ class Snapshot:
 
     def _records(self, low: int, high: int) -> list[npt.NDArray[Any]]:
         """Views of records ``[low, high)`` of the view (0 <= low < high <= len(self))."""
-        chunks = self._view[_CHUNKS]
+        chunks = self._view.chunks
         k, offset = self._locate(low)
         parts, wanted = [], high - low
         while wanted:
@@ -377,7 +418,7 @@ class Snapshot:
         field does not only grow, which records are returned is unspecified.
         """
         column = _column(self._reader.dtype, field, self._reader.name)
-        chunks: list[Chunk] = self._view[_CHUNKS]
+        chunks: list[Chunk] = self._view.chunks
         try:  # the first segment whose newest record reaches value
             first = bisect_left(chunks, True, key=lambda chunk: bool(column(chunk.values)[-1] >= value))
             if first == len(chunks):
@@ -398,7 +439,7 @@ class Snapshot:
         The index is named ``"position"``; there is one column per field, or one column,
         ``"value"``, for a log of plain values. Needs pandas:
         ``pip install 'atomic-log-shm[pandas]'``."""
-        chunks = self._view[_CHUNKS]
+        chunks = self._view.chunks
         return data_frame([c.values for c in chunks], [c.start for c in chunks], self._reader.dtype)
 
     @property
@@ -412,7 +453,7 @@ class Snapshot:
     def __repr__(self) -> str:
         return (
             f"<Snapshot of {self._reader.name!r} positions [{self.start}, {self.end}) "
-            f"len={len(self)} segments={len(self._view[_CHUNKS])}>"
+            f"len={len(self)} segments={len(self._view.chunks)}>"
         )
 
 
