@@ -209,6 +209,7 @@ class Reader:
                 if slot is None:
                     break  # reclaimed, and every older segment with it
                 found.append((seq, *slot))
+            fence(ACQUIRE)  # the slots before the head's re-check: as in slot()'s re-check of its epoch
             if self.words[HEAD_WORD] != head:
                 return None
             return head, found[::-1]
