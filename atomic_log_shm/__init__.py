@@ -37,12 +37,14 @@ from ._errors import (
 )
 from ._info import LogInfo, SegmentInfo, list_logs
 from ._log import AtomicLog, remove_log
+from ._shm import DEFAULT_MODE
 from ._snapshot import Chunk, Snapshot
 from ._writer import Writer
 
 __version__ = "0.2.0"
 
 __all__ = [
+    "DEFAULT_MODE",
     "AccessDeniedError",
     "AtomicLog",
     "AtomicLogError",

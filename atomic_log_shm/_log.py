@@ -8,6 +8,8 @@ import numbers
 import os
 import secrets
 import time
+import warnings
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -59,7 +61,7 @@ def _check_mode(mode: object) -> int:
         raise InvalidArgumentError(
             f"mode {mode:#o} must give the owner read and write and nobody execute (e.g. 0o600, 0o640)"
         )
-    return mode
+    return _shm.Mode(mode)
 
 
 class AtomicLog:
@@ -70,12 +72,27 @@ class AtomicLog:
     memory and never register. Handles can be pickled; they re-attach by name.
     """
 
-    __slots__ = ("__weakref__", "_owner", "_reader")
+    __slots__ = ("__weakref__", "_left", "_owner", "_reader")
+    _reader: Reader
+    _owner: bool
+    _left: weakref.finalize[..., AtomicLog] | None  # warns if the log it made without a name is left
 
-    def __init__(self, name: str, *, _nonce: int | None = None, _owner: bool = False) -> None:
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise InvalidArgumentError(
+            "make a log handle with AtomicLog.new(...), AtomicLog.new_claimed(...) or "
+            "AtomicLog.attach(name), not AtomicLog(...)"
+        )
+
+    @classmethod
+    def _open(cls, name: str, nonce: int | None = None, owner: bool = False) -> AtomicLog:
+        """The handle on the log ``name`` (of ``nonce``, if given); ``owner``: this handle
+        made it (its ``with`` block unlinks it)."""
         _platform.check()
-        self._reader = Reader(name, _nonce)
-        self._owner = _owner
+        log = cls.__new__(cls)
+        log._reader = Reader(name, nonce)
+        log._owner = owner
+        log._left = None
+        return log
 
     @classmethod
     def new(
@@ -85,7 +102,7 @@ class AtomicLog:
         segment: int,
         dtype: Any,
         name: str | None = None,
-        mode: int = 0o600,
+        mode: int = _shm.DEFAULT_MODE,
         start: int = 0,
         exist_ok: bool = False,
     ) -> AtomicLog:
@@ -102,6 +119,7 @@ class AtomicLog:
         retained_capacity = _check_capacity(retained, "retained")
         segment_capacity = _check_capacity(segment, "segment")
         dt = _header.check_dtype(dtype)
+        anonymous = name is None
         name = _shm.check_name(name) if name is not None else f"alog-{os.getpid()}-{secrets.token_hex(6)}"
         mode = _check_mode(mode)
         start = _check_position(start, "start", segment_capacity)
@@ -118,7 +136,7 @@ class AtomicLog:
             room = _room_for(name, layout)
             if room is not None and not (exist_ok and _shm.identity(_shm.header_path(name))):
                 raise room
-            return cls._create(name, layout, mode, start)
+            return cls._create(name, layout, mode, start, anonymous)
         except LogExistsError:
             if not exist_ok:
                 raise LogExistsError(
@@ -134,7 +152,7 @@ class AtomicLog:
         return log
 
     @classmethod
-    def _create(cls, name: str, layout: _header.Layout, mode: int, start: int) -> AtomicLog:
+    def _create(cls, name: str, layout: _header.Layout, mode: int, start: int, anonymous: bool) -> AtomicLog:
         path = _shm.header_path(name)
         file, region = _shm.create_mapped(path, layout.header_size, mode)
         identity = os.fstat(file.fileno())
@@ -162,7 +180,12 @@ class AtomicLog:
         if any(_shm.identity(p) is None for p in [*made, _shm.claim_path(name, layout.nonce)]):
             _remove.unlink_log(name, (identity.st_dev, identity.st_ino), layout.nonce)
             raise LogNotFoundError(f"log {name!r} was removed while it was being made")
-        return cls(name, _nonce=layout.nonce, _owner=True)
+        log = cls._open(name, layout.nonce, owner=True)
+        if anonymous:
+            # Like a file never closed: a log made without a name that nobody unlinks stays
+            # in /dev/shm until reboot, and nothing else would ever say so.
+            log._left = weakref.finalize(log, _warn_left_behind, name, identity.st_dev, identity.st_ino)
+        return log
 
     def _check_matches(self, dtype: np.dtype[Any], retained: int, segment: int) -> None:
         asked = (dtype, retained, segment)
@@ -182,7 +205,7 @@ class AtomicLog:
         segment: int,
         dtype: Any,
         name: str | None = None,
-        mode: int = 0o600,
+        mode: int = _shm.DEFAULT_MODE,
         start: int = 0,
         exist_ok: bool = False,
     ) -> tuple[Writer, AtomicLog]:
@@ -230,7 +253,7 @@ class AtomicLog:
         nap = 0.001
         while True:
             try:
-                log = cls(name)
+                log = cls._open(name)
                 break
             except (LogNotFoundError, NotALogError) as exc:
                 left = None if deadline is None else deadline - time.monotonic()
@@ -335,6 +358,8 @@ class AtomicLog:
         """
         reader = self._reader
         _remove.unlink_log(reader.name, reader.identity, reader.layout.nonce)
+        if self._left is not None:
+            self._left.detach()
 
     def __enter__(self) -> AtomicLog:
         return self
@@ -357,7 +382,20 @@ class AtomicLog:
 
 
 def _reattach(name: str, nonce: int) -> AtomicLog:
-    return AtomicLog(name, _nonce=nonce)
+    return AtomicLog._open(name, nonce)
+
+
+def _warn_left_behind(name: str, device: int, inode: int) -> None:
+    """At the collection of the handle that made log ``name`` without a name: warn if the
+    log is still there (ResourceWarning, as for a file never closed)."""
+    if _shm.identity(_shm.header_path(name)) == (device, inode):
+        warnings.warn(
+            f"log {name!r}, made without a name, was never unlinked: its regions stay in "
+            f"{_shm.SHM_DIR} until reboot. Use `with AtomicLog.new(...) as log:`, call "
+            "log.unlink(), or remove it with atomic_log_shm.remove_log()",
+            ResourceWarning,
+            stacklevel=1,
+        )
 
 
 

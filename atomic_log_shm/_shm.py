@@ -55,6 +55,19 @@ _REGION = re.compile(
 _TOKEN_MASK = (1 << 64) - 1  # a token is an int64 header word, named as its 64 bits unsigned
 
 
+class Mode(int):
+    """The permissions of a log's regions: an int, shown in octal (``0o600``)."""
+
+    def __repr__(self) -> str:
+        return f"0o{int(self):o}"
+
+    __str__ = __repr__
+
+
+DEFAULT_MODE = Mode(0o600)
+"""The permissions a log is made with unless told otherwise: read and write for its owner only."""
+
+
 def new_token() -> int:
     """64 random bits for a region's name, as the int64 the header holds (never 0)."""
     return secrets.randbits(64) - (1 << 63) or 1

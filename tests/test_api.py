@@ -222,3 +222,46 @@ def test_wait_async_can_stop_when_the_writer_goes(log_name: Names) -> None:
         got, took = asyncio.run(main())
         assert got is False and took < 2
         assert log.snapshot().wait(timeout=5, until_writer_gone=True) is False
+
+
+# -- what a newcomer meets first --------------------------------------------------------------
+
+
+def test_a_handle_is_made_by_new_new_claimed_or_attach_and_help_shows_only_those(log_name: Names) -> None:
+    import pydoc
+
+    with pytest.raises(TypeError, match=r"AtomicLog\.new\(\.\.\.\).*attach\(name\)"):
+        AtomicLog(log_name())  # type: ignore[call-arg]
+    doc = pydoc.render_doc(AtomicLog)
+    assert "_nonce" not in doc and "_owner" not in doc
+    for way in ("new(", "new_claimed(", "attach("):
+        assert way in doc
+
+
+def test_modes_are_shown_in_octal() -> None:
+    import inspect
+
+    assert "mode: 'int' = 0o600" in str(inspect.signature(AtomicLog.new))
+    assert repr(atomic_log_shm.DEFAULT_MODE) == "0o600" and atomic_log_shm.DEFAULT_MODE == 0o600
+
+
+def test_a_log_made_without_a_name_and_left_behind_says_so() -> None:
+    import gc
+    import warnings
+
+    log = AtomicLog.new(retained=8, segment=4, dtype=np.int64)  # no name: alog-<pid>-<hex>
+    name = log.name
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del log
+        gc.collect()
+    try:
+        assert [w.category for w in caught] == [ResourceWarning]
+        assert name in str(caught[0].message) and "unlink" in str(caught[0].message)
+    finally:
+        atomic_log_shm.remove_log(name)
+    with warnings.catch_warnings(record=True) as caught:  # unlinked, or named: nothing to say
+        warnings.simplefilter("always")
+        AtomicLog.new(retained=8, segment=4, dtype=np.int64).unlink()
+        gc.collect()
+    assert caught == []

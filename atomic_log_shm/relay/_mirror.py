@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import AtomicLog, Chunk, LogExistsError, NotAMirrorError, StreamContentError, Writer
+from .. import DEFAULT_MODE, AtomicLog, Chunk, LogExistsError, NotAMirrorError, StreamContentError, Writer
 from .._shm import check_name  # the library's rule for log names, checked before connecting
 from ._endpoint import COMMAND_ERROR, IDLE, LINK_ERRORS, Endpoint, log
 from ._format import MAX_SEQ, Meta, entry, first_entry, meta_key, parse_meta, stream_key
@@ -53,7 +53,7 @@ class Mirror(Endpoint):
         *,
         local: str | None = None,
         stream: str | None = None,
-        mode: int = 0o600,
+        mode: int = DEFAULT_MODE,
     ) -> None:
         stream = stream if stream is not None else stream_key(name)
         self._local = check_name(local if local is not None else name)
