@@ -91,7 +91,17 @@ class Reader:
     with the word indices ``layout`` gives.
     """
 
-    __slots__ = ("_region", "_segments", "_waiter", "_waits", "identity", "layout", "name", "words")
+    __slots__ = (
+        "_region",
+        "_segments",
+        "_slot_words",
+        "_waiter",
+        "_waits",
+        "identity",
+        "layout",
+        "name",
+        "words",
+    )
 
     words: Words
 
@@ -125,6 +135,7 @@ class Reader:
         self._region = region
         self.words = memoryview(region)[: layout.header_size].cast("q")
         self._segments: dict[int, Records] = {}
+        self._slot_words = (-1, 0, 0, 0)  # (seq, its epoch, start and count words): slot()'s cache
         self._waits: _wait.WaitRegion | bool | None = False  # False: not opened yet
         self._waiter: _wait.AsyncWaker | None = None
 
@@ -142,22 +153,26 @@ class Reader:
         """``(start, count)`` of segment ``seq`` as published now, or None if its slot
         describes another segment (steps 2 to 4 of the protocol)."""
         words = self.words
-        layout = self.layout
-        epoch_word = layout.epoch_word(seq)
+        cached = self._slot_words  # the words of the last segment asked about: mostly the head
+        if cached[0] != seq:
+            layout = self.layout
+            words_of = (layout.epoch_word(seq), layout.start_word(seq), layout.count_word(seq))
+            cached = self._slot_words = (seq, *words_of)
+        _, epoch_word, start_word, count_word = cached
         if words[epoch_word] != seq:
             return None
         fence(ACQUIRE)  # the epoch before the words it covers: pairs with the writer's fence before it
-        start: int = words[layout.start_word(seq)]  # pairs with the writer's start store in a rollover
-        count: int = words[layout.count_word(seq)]  # pairs with the writer's release store of the count
+        start: int = words[start_word]  # pairs with the writer's start store in a rollover
+        count: int = words[count_word]  # pairs with the writer's release store of the count
         # The words before the epoch's re-check, and before the records the count covers;
         # pairs with the writer's fence after its retiring store, and its release of the count.
         fence(ACQUIRE)
         if words[epoch_word] != seq:  # re-check: the slot may have been retired meanwhile
             return None
-        if not 0 <= count <= layout.segment_capacity or start < 0:
+        if not 0 <= count <= self.layout.segment_capacity or start < 0:
             raise CorruptLogError(
                 f"log {self.name!r}: segment {seq} claims {count} records from position {start}; "
-                f"it holds {layout.segment_capacity}"
+                f"it holds {self.layout.segment_capacity}"
             )
         return start, count
 
@@ -291,7 +306,7 @@ class Reader:
         if pace is not None and latency:
             found = _wait.sleeping(_wait.paced(self.end, position, timeout, latency, pace, still))
         else:
-            pause = None if pace is None else self._pause(position, timeout, pace, linger)
+            pause = self._pause(position, timeout, pace, linger)  # the one look before waiting
             if pause:
                 time.sleep(pause)
             region = self._wait_region()
@@ -315,7 +330,7 @@ class Reader:
             paced = _wait.paced(self.end, position, timeout, latency, pace, self._still(until_writer_gone))
             found = await _wait.sleeping_async(paced)
         else:
-            pause = None if pace is None else self._pause(position, timeout, pace, linger)
+            pause = self._pause(position, timeout, pace, linger)
             if pause:
                 await asyncio.sleep(pause)
             found = pause is not None or await self._wake_async(position, timeout, until_writer_gone)
@@ -359,14 +374,18 @@ class Reader:
         assert self._waits is not True
         return self._waits
 
-    def _pause(self, position: int, timeout: float | None, pace: _wait.Pace, linger: float) -> float | None:
+    def _pause(
+        self, position: int, timeout: float | None, pace: _wait.Pace | None, linger: float
+    ) -> float | None:
         """With records beyond ``position`` already there, how long a wait lingers first
-        (``_wait.Pace``); None, ending the follower's streak, if there are none."""
+        (``_wait.Pace``: 0 without a pace); None, ending the follower's streak, if there
+        are none (then ``_wait.wait_until`` waits for them)."""
         waiting = self.end() - position
         if waiting <= 0:
-            pace.streak = 0
+            if pace is not None:
+                pace.streak = 0
             return None
-        return pace.pause(waiting, linger, timeout, self.layout.retained_capacity)
+        return 0.0 if pace is None else pace.pause(waiting, linger, timeout, self.layout.retained_capacity)
 
     def writer_active(self) -> bool:
         """Whether some writer holds the claim on this log now (taking nothing, writing

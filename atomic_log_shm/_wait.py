@@ -314,15 +314,16 @@ def wait_until(
     still: Callable[[], bool] | None = None,
 ) -> bool:
     """Block until ``end()`` passes ``position`` or ``timeout`` seconds pass; True if it
-    did. Spins a little first (``_Spin``), then sleeps on the futex of ``region``, or polls
-    with backoff where this process cannot map it (None). Every ``LOOK_EVERY`` seconds,
-    ``still()`` (if given) says whether waiting still makes sense: False ends the wait
-    (returning False); it may also raise."""
+    did. For a caller that has just found that it has not: spins a little first
+    (``_Spin``), then sleeps on the futex of ``region``, or polls with backoff where this
+    process cannot map it (None). Every ``LOOK_EVERY`` seconds, ``still()`` (if given) says
+    whether waiting still makes sense: False ends the wait (returning False); it may also
+    raise."""
 
     def ready() -> bool:
         return end() > position
 
-    if ready() or _spin.found(ready, lambda: end() - position):
+    if _spin.found(ready, lambda: end() - position):
         return True
     clock = _Clock(timeout, still)
     nap = _FIRST_NAP
