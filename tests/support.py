@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from atomic_log_shm import AtomicLog, Chunk, LogNotFoundError, _segment
+from atomic_log_shm import AtomicLog, AtomicLogError, Chunk, LogNotFoundError, _segment
 from atomic_log_shm._header import FIXED, SLOT
 
 SHM = "/dev/shm"
@@ -507,3 +507,26 @@ def wait_in_child(name: str, outcome: Any) -> None:
         outcome.put("returned")
     except LogNotFoundError:
         outcome.put(f"LogNotFoundError {time.monotonic() - began:.2f}")
+
+
+# -- Races: only typed errors -------------------------------------------------------------------
+
+
+def untyped_errors(step: Callable[[], object], seconds: float) -> list[str]:
+    """Run ``step()`` again and again for ``seconds``: what it raised that is not an
+    AtomicLogError (a typed error is an answer; anything else is a bug), stopping at the
+    first such."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            step()
+        except AtomicLogError:
+            pass
+        except BaseException as exc:
+            return [repr(exc)]
+    return []
+
+
+def report_untyped_errors(step: Callable[[], object], seconds: float, out: Any) -> None:
+    """In a (forked) child: ``untyped_errors(step, seconds)``, put on the queue ``out``."""
+    out.put(untyped_errors(step, seconds))

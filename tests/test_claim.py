@@ -25,10 +25,18 @@ from typing import Any
 import numpy as np
 import pytest
 import support
-from support import SHM, Interrupter, interrupt_at_every_line, regions_of, run_traced
+from support import (
+    SHM,
+    Interrupter,
+    interrupt_at_every_line,
+    regions_of,
+    report_untyped_errors,
+    run_traced,
+    untyped_errors,
+)
 
 import atomic_log_shm
-from atomic_log_shm import AtomicLog, AtomicLogError, LogNotFoundError, remove_log
+from atomic_log_shm import AtomicLog, LogNotFoundError, remove_log
 
 Names = Callable[[], str]
 PACKAGE = os.path.dirname(atomic_log_shm.__file__)
@@ -209,21 +217,22 @@ def test_an_interrupt_at_any_line_of_claiming_or_closing_never_leaves_the_claim_
     remove_log(name)
 
 
-def claim_in_a_loop(name: str, seconds: float, errors: Any) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        try:
-            writer, log = AtomicLog.new_claimed(
-                retained=4, segment=2, dtype=np.int64, name=name, exist_ok=True
-            )
-            writer.extend(range(5))
+def claim(name: str) -> None:
+    """Continue log ``name`` (or make it), write, let go: what a restarted writer does."""
+    writer, log = AtomicLog.new_claimed(retained=4, segment=2, dtype=np.int64, name=name, exist_ok=True)
+    writer.extend(range(5))
+    writer.close()
+    log.close()
+
+
+def remove_and_make_anew(name: str) -> None:
+    """Remove log ``name`` and make it anew, then claim it from a handle of its own."""
+    remove_log(name)
+    AtomicLog.new(retained=4, segment=2, dtype=np.int64, name=name).close()
+    with AtomicLog.attach(name) as log:
+        writer = log.try_claim_writer()
+        if writer is not None:
             writer.close()
-            log.close()
-        except AtomicLogError:
-            pass
-        except BaseException as exc:
-            errors.put(repr(exc))
-            return
 
 
 def test_claiming_while_the_log_is_removed_and_made_anew_raises_only_typed_errors(log_name: Names) -> None:
@@ -232,30 +241,15 @@ def test_claiming_while_the_log_is_removed_and_made_anew_raises_only_typed_error
     fork = mp.get_context("fork")
     name = log_name()
     errors = fork.Queue()
-    claimer = fork.Process(target=claim_in_a_loop, args=(name, 3.0, errors))
+    claimer = fork.Process(target=report_untyped_errors, args=(lambda: claim(name), 3.0, errors))
     claimer.start()
-    end = time.monotonic() + 3.0
-    untyped = []
     try:
-        while time.monotonic() < end:
-            try:
-                remove_log(name)
-                AtomicLog.new(retained=4, segment=2, dtype=np.int64, name=name).close()
-                log = AtomicLog.attach(name)
-                writer = log.try_claim_writer()
-                if writer is not None:
-                    writer.close()
-                log.close()
-            except AtomicLogError:
-                pass
-            except BaseException as exc:
-                untyped.append(repr(exc))
+        untyped = untyped_errors(lambda: remove_and_make_anew(name), 3.0)
+        untyped += errors.get(timeout=60)
     finally:
         claimer.join(60)
         if claimer.is_alive():
             claimer.kill()
-    while not errors.empty():
-        untyped.append(errors.get())
     assert untyped == []
     with contextlib.suppress(LogNotFoundError):
         remove_log(name)

@@ -20,11 +20,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import regions_of
+from support import regions_of, report_untyped_errors, untyped_errors
 
 from atomic_log_shm import (
     AtomicLog,
-    AtomicLogError,
     LogNotFoundError,
     WriterClosedError,
     _remove,
@@ -176,51 +175,39 @@ def _nonce(name: str) -> int:
         return log._reader.layout.nonce
 
 
-def make_and_remove(name: str, seconds: float, errors: Any) -> None:
-    """Make the log, use it, remove it, again and again; report any error that is not an
-    AtomicLogError (typed), and any log whose name outlived a region."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        try:
-            writer, log = AtomicLog.new_claimed(
-                retained=4, segment=2, dtype=np.int64, name=name, exist_ok=True
-            )
-            with log, writer:
-                writer.extend(range(7))
-                with AtomicLog.attach(name) as other:
-                    other.snapshot()
-                log.unlink()
-        except AtomicLogError:
-            pass
-        except BaseException as exc:
-            errors.put(repr(exc))
-            return
+def make_use_and_unlink(name: str) -> None:
+    """Make (or continue) log ``name``, use it, unlink it: a short-lived log's life."""
+    writer, log = AtomicLog.new_claimed(retained=4, segment=2, dtype=np.int64, name=name, exist_ok=True)
+    with log, writer:
+        writer.extend(range(7))
+        with AtomicLog.attach(name) as other:
+            other.snapshot()
+        log.unlink()
+
+
+def remove_now_and_then(name: str) -> None:
+    remove_log(name)
+    time.sleep(random.uniform(0, 0.002))
 
 
 def test_removers_racing_makers_raise_only_typed_errors_and_leave_nothing(log_name: Names) -> None:
     name = log_name()
     errors = FORK.Queue()
-    makers = [FORK.Process(target=make_and_remove, args=(name, 3.0, errors)) for _ in range(2)]
+    makers = [
+        FORK.Process(target=report_untyped_errors, args=(lambda: make_use_and_unlink(name), 3.0, errors))
+        for _ in range(2)
+    ]
     for maker in makers:
         maker.start()
-    end = time.monotonic() + 3.0
-    untyped = []
     try:
-        while time.monotonic() < end:
-            try:
-                remove_log(name)
-            except AtomicLogError:
-                pass
-            except BaseException as exc:
-                untyped.append(repr(exc))
-            time.sleep(random.uniform(0, 0.002))
+        untyped = untyped_errors(lambda: remove_now_and_then(name), 3.0)
+        for _ in makers:
+            untyped += errors.get(timeout=60)
     finally:
         for maker in makers:
             maker.join(60)
             if maker.is_alive():
                 maker.kill()
-    while not errors.empty():
-        untyped.append(errors.get())
     assert untyped == []
     # Whatever is left is a whole log or nothing: attach and read it, then remove it all.
     try:
