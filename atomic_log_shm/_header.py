@@ -113,7 +113,7 @@ GONE = -2
 hot paths (a refresh that finds the head moved takes its slow path, which says why)."""
 
 MAX_POSITION = (1 << 63) - 1
-"""Positions are int64: a segment's start, and its start plus its count, stay at most this."""
+"""Positions are int64: a log's end (one past its last record) is at most this."""
 MAX_DTYPE_SIZE = 1 << 16  # a larger description is taken as damage, not parsed
 MAX_SEGMENT_BYTES = 1 << 40
 MAX_SLOTS = 1 << 20

@@ -33,15 +33,14 @@ from ._snapshot import Snapshot
 from ._writer import Writer
 
 
-def _check_position(value: object, what: str, segment: int) -> int:
-    """A position where a segment of ``segment`` records may start: positions are int64."""
+def _check_position(value: object, what: str) -> int:
+    """A position where a record may be: positions are int64, and a log's end is one more."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InvalidArgumentError(f"{what} must be an int, not {type(value).__name__}")
-    if not 0 <= int(value) <= _header.MAX_POSITION - segment:
+    if not 0 <= int(value) < _header.MAX_POSITION:
         raise InvalidArgumentError(
-            f"{what} must be a position from 0 to {_header.MAX_POSITION - segment}, got {value}: "
-            f"positions are int64, and a segment of {segment} records starting there must end by "
-            f"{_header.MAX_POSITION}"
+            f"{what} must be a position from 0 to {_header.MAX_POSITION - 1}, got {value}: "
+            "positions are int64, and a log's end is one past its last record"
         )
     return int(value)
 
@@ -122,7 +121,7 @@ class AtomicLog:
         anonymous = name is None
         name = _shm.check_name(name) if name is not None else f"alog-{os.getpid()}-{secrets.token_hex(6)}"
         mode = _check_mode(mode)
-        start = _check_position(start, "start", segment_capacity)
+        start = _check_position(start, "start")
         _platform.check()
         if segment_capacity * dt.itemsize > _header.MAX_SEGMENT_BYTES:
             raise InvalidArgumentError(f"a segment of {segment_capacity} x {dt.itemsize} bytes is too large")

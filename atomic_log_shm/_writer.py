@@ -222,9 +222,11 @@ class Writer:
 
     def _become(self, state: _State) -> None:
         """Enter ``state`` (CLOSED is final). The hot paths' bound goes with it in one
-        statement, so an interrupt comes before both stores or after both."""
+        statement, so an interrupt comes before both stores or after both: the head's room
+        while OPEN (its capacity, or less where int64 positions end), 0 otherwise."""
         if self._state is not CLOSED:
-            self._state, self._limit = state, self._capacity if state is OPEN else 0
+            room = min(self._capacity, MAX_POSITION - self._start) if state is OPEN else 0
+            self._state, self._limit = state, room
 
     def _stop(self, why: str) -> None:
         """Become CLOSED, saying why (every later call raises WriterClosedError), and let go
@@ -425,14 +427,14 @@ class Writer:
         try:
             while done < total:
                 i = self._count
-                if i >= self._capacity:
+                if i >= self._limit:
                     try:
                         self._roll(self._start + i)
                     except Exception as exc:
                         exc.published = done  # type: ignore[attr-defined]
                         raise
                     i = 0
-                end = min(self._capacity, i + total - done)
+                end = min(self._limit, i + total - done)
                 self._map[i * size : end * size] = records[done : done + end - i]  # type: ignore[call-overload]
                 done += end - i
                 self._publish(end)
@@ -446,8 +448,8 @@ class Writer:
         The positions in between are never written: readers count them as missed, as they
         count records reclaimed before they looked, and followers asleep in ``wait()`` are
         woken. A skip starts a new segment (unless nothing is skipped), so the window holds
-        fewer records until it has moved on. Positions are int64: a segment starting at
-        ``position`` must end by ``2**63 - 1``.
+        fewer records until it has moved on. Positions are int64: the last record a log
+        can hold is at ``2**63 - 2``, so a log's ``end`` is at most ``2**63 - 1``.
         """
         if isinstance(position, bool) or not isinstance(position, int):
             raise InvalidArgumentError(f"skip_to() takes a position (an int), not {type(position).__name__}")
@@ -472,10 +474,10 @@ class Writer:
         return self._start + self._count
 
     def _check_start(self, start: int) -> None:
-        if start > MAX_POSITION - self._capacity:
+        if start >= MAX_POSITION:
             raise InvalidArgumentError(
-                f"log {self._name!r}: position {start} is out of range: positions are int64, and "
-                f"a segment starting there must end by {MAX_POSITION} ({self._capacity} records a segment)"
+                f"log {self._name!r}: position {start} is out of range: positions are int64, so the "
+                f"last record a log can hold is at {MAX_POSITION - 1}"
             )
 
     def _roll(self, start: int) -> None:
