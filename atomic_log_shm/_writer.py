@@ -34,7 +34,7 @@ import enum
 import os
 import struct
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -539,6 +539,11 @@ class Writer:
         try:
             records = self._convert(values)
         except _VALUE_ERRORS as exc:
+            if _records.is_columns(values):  # by name, a field at a time: the error names the field
+                what = "a mapping of columns" if isinstance(values, Mapping) else f"a {type(values).__name__}"
+                raise InvalidRecordError(
+                    f"log {self._name!r}: cannot store {what} as records of {dtype}: {exc}"
+                ) from None
             if dtype.names is None and len(_shape(values)) > 1:
                 raise InvalidRecordError(
                     f"extend() takes a 1-d sequence of records of {dtype}, got shape {_shape(values)}"
