@@ -105,9 +105,11 @@ def as_records(values: Any, dtype: np.dtype[Any], packer: struct.Struct | None) 
 
 def is_columns(values: Any) -> bool:
     """Whether ``values`` are columns by name: a mapping, or a pandas DataFrame (known by
-    its class, so that pandas is never imported here)."""
+    its class, so that pandas is never imported here; pandas 3 says its module is "pandas",
+    earlier versions "pandas.core.frame")."""
     return isinstance(values, Mapping) or any(
-        cls.__name__ == "DataFrame" and cls.__module__.startswith("pandas.") for cls in type(values).__mro__
+        cls.__name__ == "DataFrame" and cls.__module__.partition(".")[0] == "pandas"
+        for cls in type(values).__mro__
     )
 
 
@@ -263,7 +265,11 @@ def _cast(values: npt.NDArray[Any], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
         return values
     if dtype.kind in _STRINGS:
         _check_strings(values, dtype)
-    records = values.astype(dtype, casting="same_kind")  # TypeError for a change of kind
+    # TypeError for a change of kind. Integers into integers: numpy's same_kind refuses
+    # signed into unsigned whatever the values, so the range check below decides.
+    casting = "unsafe" if dtype.kind in "iu" and values.dtype.kind in "biu" else "same_kind"
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused below, not warned of
+        records = values.astype(dtype, casting=casting)
     if dtype.kind in "iu" and not (
         np.array_equal(records.astype(values.dtype), values) and ((records < 0) == (values < 0)).all()
     ):  # a round trip alone misses uint64 2**63 -> int64 -2**63 -> uint64 2**63

@@ -19,6 +19,7 @@ TICK = np.dtype([("ts", "<f8"), ("seq", "<i8"), ("price", "<f8"), ("qty", "<i8")
 MIXED = np.dtype([("ok", "?"), ("sym", "S4"), ("n", "<i4")])  # no struct format: numpy's path
 SMALL = np.dtype([("a", "<i2"), ("b", "<f4")])
 TEXT = np.dtype([("raw", "S4"), ("text", "<U3"), ("pair", "<f4", (2,))])  # no struct format
+UNSIGNED = np.dtype([("u", "u1"), ("big", "<u8"), ("s", "S2")])  # no struct format
 NAN = float("nan")
 
 REFUSED = {
@@ -42,6 +43,7 @@ REFUSED = {
         (b"ab", "x", (1, 2, 3)),
         (b"ab", "x", ("1", 2)),
     ],
+    UNSIGNED: [(256, 0, b""), (-1, 0, b""), (0, -1, b""), (0, 2**64, b""), (1.0, 0, b""), (0, 0.0, b"")],
 }
 STORED = {
     np.dtype(np.int64): [3, True, np.int64(5), np.int8(-3), np.uint32(7), 2**63 - 1, -(2**63)],
@@ -55,6 +57,7 @@ STORED = {
     np.dtype("S4"): [b"ab", b"abcd", np.bytes_(b"x"), b""],
     np.dtype("<U3"): ["ab", "été", np.str_("x")],
     TEXT: [(b"ab", "x", (1, 2)), (b"abcd", "xyz", [1.5, np.float32(2)]), (b"", "", np.ones(2))],
+    UNSIGNED: [(5, 2**64 - 1, b"a"), (255, 2**63, b""), (np.int64(7), np.uint64(1), b""), (True, False, b"")],
 }
 CASES = [(d, v, "refused") for d, vs in REFUSED.items() for v in vs] + [
     (d, v, "stored") for d, vs in STORED.items() for v in vs
@@ -95,6 +98,13 @@ def test_arrays_follow_the_same_rule() -> None:
         writer.extend(np.array([1, 2], dtype=np.int32))
         writer.extend(np.array([True]))
         assert [int(v) for v in log.snapshot()] == [1, 2, 1]
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.uint8)
+    with log, writer:  # signed into unsigned: the values decide, not their type
+        for bad in (np.array([-1]), np.array([256]), np.array([1.0])):
+            with pytest.raises(InvalidRecordError):
+                writer.extend(bad)
+        writer.extend(np.array([0, 255], dtype=np.int64))
+        assert [int(v) for v in log.snapshot()] == [0, 255]
 
 
 def test_arrays_of_records_follow_the_same_rule_field_by_field() -> None:
