@@ -19,7 +19,7 @@ import numpy.typing as npt
 from . import _wait
 from ._errors import InvalidArgumentError, NotPicklableError
 from ._reader import Reader
-from ._snapshot import Snapshot, data_frame
+from ._snapshot import Snapshot, _concatenate, data_frame
 
 
 class Poll:
@@ -41,6 +41,10 @@ class Poll:
         self.missed = missed
         self.start = start
         self._dtype = dtype
+
+    def to_numpy(self) -> npt.NDArray[Any]:
+        """The new records, as one contiguous array (a copy, writable, owned by you)."""
+        return _concatenate(self.arrays, self._dtype)
 
     def to_pandas(self) -> Any:
         """The new records, as a ``pandas.DataFrame`` (a copy) indexed by position.
