@@ -41,7 +41,7 @@ from __future__ import annotations
 import itertools
 import struct
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -267,7 +267,9 @@ def _cast(values: npt.NDArray[Any], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
         _check_strings(values, dtype)
     # TypeError for a change of kind. Integers into integers: numpy's same_kind refuses
     # signed into unsigned whatever the values, so the range check below decides.
-    casting = "unsafe" if dtype.kind in "iu" and values.dtype.kind in "biu" else "same_kind"
+    casting: Literal["unsafe", "same_kind"] = (
+        "unsafe" if dtype.kind in "iu" and values.dtype.kind in "biu" else "same_kind"
+    )
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused below, not warned of
         records = values.astype(dtype, casting=casting)
     if dtype.kind in "iu" and not (
