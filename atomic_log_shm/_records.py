@@ -38,9 +38,12 @@ cast (``same_kind``) plus the checks above.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
+import operator
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -53,6 +56,9 @@ _STRUCT_CODES = {
 }  # fmt: skip
 _TUPLES = frozenset({tuple, list})  # the records that ``struct`` unpacks one value per field
 _STRINGS = {"S": "bytes", "U": "str"}
+_STRING_TYPES = {"S": bytes, "U": str}
+_EXACT_INTEGERS = {4: 2**24, 8: 2**53}  # a float of this many bytes holds every integer up to
+_INTEGERS = frozenset({int, bool})
 _FROM_THE_OTHER_STRING = {"S": " (encode it: 'api'.encode())", "U": " (decode it: b'api'.decode())"}
 _CHARACTERS = {"S": (1, "bytes"), "U": (4, "characters")}  # (bytes a character takes, what it is)
 _ERRORS = (TypeError, ValueError, OverflowError, struct.error)
@@ -95,11 +101,9 @@ def as_records(values: Any, dtype: np.dtype[Any], packer: struct.Struct | None) 
     types = set(map(type, values))
     if packer is not None and types <= _TUPLES:
         return np.frombuffer(b"".join(itertools.starmap(packer.pack, values)), dtype)
-    if types and all(issubclass(t, Mapping) for t in types):
-        # Records by name, converted a field at a time: the rule on columns is vectorized.
-        names = dtype.names
-        rows = [_by_name(record, names) for record in values]
-        return _from_columns(dict(zip(names, zip(*rows, strict=True), strict=True)), dtype)
+    if len(values) > 1 and (types <= _TUPLES or all(issubclass(t, Mapping) for t in types)):
+        # Converted a field at a time: the rule on a column is vectorized.
+        return _from_columns(_columns_of_records(values, dtype.names), dtype)
     return np.asarray([_record(record, dtype) for record in values], dtype=dtype)
 
 
@@ -143,6 +147,29 @@ def _by_name(values: Mapping[Any, Any], names: tuple[str, ...]) -> tuple[Any, ..
     raise ValueError(f"{'; '.join(found)}; pass exactly the fields {', '.join(names)}")
 
 
+def _columns_of_records(values: list[Any], names: tuple[str, ...]) -> dict[str, list[Any]]:
+    """Records, all tuples and lists or all mappings, as columns; ValueError for the first
+    record that has not one value for each field."""
+    by_name = isinstance(values[0], Mapping)
+    if set(map(len, values)) == {len(names)}:
+        getters = map(operator.itemgetter, names if by_name else range(len(names)))
+        try:  # C loops: no Python call per record
+            return {name: list(map(get, values)) for name, get in zip(names, getters, strict=True)}
+        except KeyError:
+            pass
+    for record in values:
+        if by_name:
+            _by_name(record, names)
+        else:
+            _check_length(record, names)
+    raise AssertionError("unreachable: a record has not one value for each field")
+
+
+def _check_length(record: Sequence[Any], names: tuple[str, ...]) -> None:
+    if len(record) != len(names):
+        raise ValueError(f"a record has {len(names)} fields ({', '.join(names)}), not {len(record)}")
+
+
 def _record(value: Any, dtype: np.dtype[Any]) -> Any:
     """``value`` as one record of the structured ``dtype`` that numpy stores as it is (a
     tuple, or a record of ``dtype``); raises unless the rule above takes it."""
@@ -157,20 +184,57 @@ def _record(value: Any, dtype: np.dtype[Any]) -> Any:
             f"a record of {len(names)} fields is a tuple or a dict of them ({', '.join(names)}), "
             f"not {type(value).__name__}"
         )
-    elif len(value) != len(names):
-        raise ValueError(f"a record has {len(names)} fields ({', '.join(names)}), not {len(value)}")
+    else:
+        _check_length(value, names)
     items = []
-    for name, item in zip(names, value, strict=True):
+    for name, item, fits in zip(names, value, _quick_checks(dtype), strict=True):
+        if fits(item):
+            items.append(item)
+            continue
         field: np.dtype[Any] = dtype.fields[name][0]  # type: ignore[index]
         try:
             if field.names is not None:
                 item = _record(item, field)
-            else:
-                _column(np.asarray(item).reshape(1, *np.shape(item)), field)
+            else:  # the rule's own value: numpy might round a Python int differently
+                item = _column(np.asarray(item).reshape(1, *np.shape(item)), field)[0]
         except _ERRORS as exc:
             raise ValueError(f"field {name!r} ({field}): {exc}") from None
         items.append(item)
     return tuple(items)
+
+
+@functools.cache
+def _quick_checks(dtype: np.dtype[Any]) -> tuple[Callable[[Any], bool], ...]:
+    """For each field of ``dtype``, a test that a Python value is one the rule takes and
+    that numpy stores exactly as the rule on a column would (so that a record alone costs
+    no numpy call per field): False sends the value to the rule itself."""
+    return tuple(_quick_check(dtype.fields[name][0]) for name in dtype.names or ())  # type: ignore[index]
+
+
+def _quick_check(field: np.dtype[Any]) -> Callable[[Any], bool]:
+    kind, size = field.kind, field.itemsize
+    if field.shape or field.names is not None or field.byteorder == ">":
+        return _never
+    if kind in "iu":
+        low, high = int(np.iinfo(field).min), int(np.iinfo(field).max)
+        return lambda v: type(v) is bool or (type(v) is int and low <= v <= high)
+    if kind == "f" and size in _EXACT_INTEGERS:
+        # Integers only where exact: numpy rounds a larger int through a double on the way.
+        top, largest = _EXACT_INTEGERS[size], float(np.finfo(field).max)
+        return lambda v: (type(v) is float and not largest < abs(v) < math.inf) or (
+            type(v) in _INTEGERS and -top <= v <= top
+        )
+    if kind == "b":
+        return lambda v: type(v) is bool
+    if kind in _STRINGS:
+        room = size // _CHARACTERS[kind][0]
+        string = _STRING_TYPES[kind]
+        return lambda v: type(v) is string and len(v) <= room
+    return _never
+
+
+def _never(value: Any) -> bool:
+    return False
 
 
 def _from_array(values: npt.NDArray[Any], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
@@ -227,12 +291,10 @@ def _column(values: Any, field: np.dtype[Any]) -> npt.NDArray[Any]:
             f"a column is a sequence or an array of values, not {type(values).__name__} "
             "(to store one record by name, pass the dict to append())"
         )
-    if isinstance(values, np.ndarray) and values.dtype == object:
-        values = values.tolist()  # Python objects: their own kind decides
     if field.names is not None:  # a column of records: tuples, dicts, records, an array
-        return as_records(values, field, None)
-    if not isinstance(values, np.ndarray):
-        values = _own_kind(list(values), field)
+        return as_records(values.tolist() if _objects(values) else values, field, None)
+    if not isinstance(values, np.ndarray) or values.dtype == object:
+        values = _own_kind(values, field)
     if values.shape[1:] != field.shape:
         raise ValueError(f"values of shape {values.shape[1:]} do not fill a field of shape {field.shape}")
     try:
@@ -246,18 +308,29 @@ def _column(values: Any, field: np.dtype[Any]) -> npt.NDArray[Any]:
         raise
 
 
-def _own_kind(values: list[Any], field: np.dtype[Any]) -> npt.NDArray[Any]:
-    """Python values as an array of their own kind: numpy's, when they are of one type;
-    checked one at a time against ``field`` when they mix types (numpy would make text of
-    numbers beside strings, a float of an int beside floats)."""
-    if len(set(map(type, values))) > 1:
+def _objects(values: Any) -> bool:
+    return isinstance(values, np.ndarray) and values.dtype == object
+
+
+def _own_kind(values: Any, field: np.dtype[Any]) -> npt.NDArray[Any]:
+    """Python objects (a sequence, or an array of objects) as an array of their own kind:
+    numpy's, when they are of one type; checked one at a time against ``field`` when they
+    mix types (numpy would make text of numbers beside strings, a float of an int beside
+    floats)."""
+    types = set(map(type, values))
+    if not types:
+        return np.empty((0, *field.shape), field.base)
+    if len(types) > 1:
         for row, value in enumerate(values):
             try:
                 _cast(np.asarray(value).reshape(1, *np.shape(value)), field.base)
             except _ERRORS as exc:
-                raise type(exc)(f"row {row}, {value!r}: {exc}") from None
-        return np.asarray(values, dtype=field.base)
-    return np.asarray(values)
+                raise ValueError(f"row {row}, {value!r}: {exc}") from None
+        return np.array(list(values), dtype=field.base)
+    if types == {_STRING_TYPES.get(field.kind)}:
+        # Strings of the field's kind, sized by the longest: twice as fast as numpy's sizing.
+        return np.array(values, dtype=f"{field.kind}{max(max(map(len, values)), 1)}")
+    return np.asarray(values.tolist() if _objects(values) else values)
 
 
 def _cast(values: npt.NDArray[Any], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
