@@ -27,13 +27,17 @@ time where the values mix types, so that numpy never turns a NaN beside bytes in
 
 Values are refused before anything is stored, so a refused value leaves the log as it was.
 
-Two ways of applying it to records one by one, chosen once per dtype. Where the dtype's
-bytes are exactly a ``struct`` format (little-endian integers and floats, at their
-offsets), ``struct`` packs tuples straight into bytes: it refuses a float for an integer
-field, a string for a number and an out-of-range integer by itself, and is faster than
-numpy's store of a structured scalar. Other dtypes (and records that are not tuples or
-lists: ``struct`` would unpack a dict's keys) go through numpy, with the rule applied as a
-cast (``same_kind``) plus the checks above.
+How the rule is applied. Where the dtype's bytes are exactly a ``struct`` format
+(little-endian integers and floats, at their offsets), ``struct`` packs tuples and lists
+straight into bytes: it refuses a float for an integer field, a string for a number and an
+out-of-range integer by itself, and is faster than numpy's store of a structured scalar.
+Anything else (other dtypes, and records that are not tuples or lists: ``struct`` would
+unpack a dict's keys) is converted a field at a time, as columns: numpy's cast
+(``same_kind``, but integers into integers by value) plus the checks above, on a whole
+column at once. A record alone is not worth a column: each of its values is taken as it is
+where a test of its Python type and range shows that the rule takes it (an int in range
+into an integer field, bytes that fit into a bytes field...), and goes through the rule on
+a column of one otherwise.
 """
 
 from __future__ import annotations
@@ -121,7 +125,7 @@ def _plain(values: list[Any], dtype: np.dtype[Any], packer: struct.Struct | None
     try:
         if packer is not None:
             return np.frombuffer(b"".join(map(packer.pack, values)), dtype)
-        return _cast(np.asarray(values), dtype)  # the values' own kind first, then the rule
+        return _column(values, dtype)  # the values of a plain log are one column
     except _ERRORS:
         if any(isinstance(value, Mapping) for value in values):
             raise TypeError(f"{_no_fields(dtype)}: pass a value, not a mapping (a dict)") from None

@@ -98,6 +98,13 @@ def test_arrays_follow_the_same_rule() -> None:
         writer.extend(np.array([1, 2], dtype=np.int32))
         writer.extend(np.array([True]))
         assert [int(v) for v in log.snapshot()] == [1, 2, 1]
+    writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype="S4")
+    with log, writer:  # each value by its own kind: numpy would make b"nan" of a NaN beside bytes
+        for bad in ([b"a", float("nan")], [b"a", 7], [b"a", "b"], np.array([b"abcde"])):
+            with pytest.raises(InvalidRecordError):
+                writer.extend(bad)
+        writer.extend([b"a", np.bytes_(b"bc")])
+        assert log.snapshot().to_numpy().tolist() == [b"a", b"bc"]
     writer, log = AtomicLog.new_claimed(retained=8, segment=4, dtype=np.uint8)
     with log, writer:  # signed into unsigned: the values decide, not their type
         for bad in (np.array([-1]), np.array([256]), np.array([1.0])):
