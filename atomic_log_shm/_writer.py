@@ -377,7 +377,13 @@ class Writer:
             raise
 
     def extend(self, values: Any) -> None:
-        """Publish a sequence of records (any array-like), one publication per segment.
+        """Publish a batch of records, one publication per segment.
+
+        A batch is an array, a sequence of records (tuples, dicts by field name, numpy
+        records), or columns by name: a mapping of every field's name to its column, or a
+        pandas DataFrame (its index is not stored). A structured array whose fields have
+        the log's names, in any order, is taken by name. Values are converted by the rules
+        ``append()`` follows.
 
         The whole batch is converted first, so a bad value raises InvalidRecordError before
         anything is published. If shared memory runs out part-way (OutOfSpaceError), the
