@@ -99,6 +99,10 @@ def as_records(values: Any, dtype: np.dtype[Any], packer: struct.Struct | None) 
             return _from_columns(values, dtype)
         if isinstance(values, str | bytes):
             return _cast(np.asarray(values), dtype)  # one value: the caller says it is not a batch
+        if hasattr(values, "__array__"):  # a pandas Series, any array-like: numpy converts it whole
+            array = np.asarray(values)
+            if array.dtype != object:
+                return _from_array(array, dtype)
         values = list(values)
     if dtype.names is None:
         return _plain(values, dtype, packer)

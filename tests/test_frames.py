@@ -254,6 +254,23 @@ def test_lists_of_dicts_columns_and_arrays_are_taken_by_name(log_of: Any) -> Non
     assert stored == expected * 7
 
 
+def test_a_series_is_a_batch_of_values_or_records(log_of: Any) -> None:
+    writer, log = log_of(np.float32)
+    writer.extend(pd.Series([1.5, 2], index=[7, 3]))
+    refused(lambda: writer.extend(pd.Series([1e300])), log, "record 0", "float32")
+    refused(lambda: writer.extend(pd.Series(["1.5"])), log)
+    assert records(log) == [1.5, 2.0]
+    writer, log = log_of(TELEMETRY)
+    writer.extend(pd.Series([sample(0), tuple(sample(1).values())]))
+    assert [r[0] for r in records(log)] == [1000.0, 1001.0]
+
+
+def test_a_dataframe_with_repeated_column_names_is_refused(log_of: Any) -> None:
+    writer, log = log_of(TELEMETRY)
+    frame = pd.DataFrame([[*sample(0).values(), 1.0]], columns=[*TELEMETRY.names, "cpu"])
+    refused(lambda: writer.extend(frame), log, "column names repeat", "'cpu'")
+
+
 def test_extend_of_a_mapping_refuses_one_record(log_of: Any) -> None:
     writer, log = log_of(TELEMETRY)
     refused(lambda: writer.extend(sample(0)), log, "field 'ts'", "not float", "pass the dict to append()")
