@@ -38,7 +38,7 @@ from ._errors import (
 from ._info import LogInfo, SegmentInfo, list_logs
 from ._log import AtomicLog, remove_log
 from ._shm import DEFAULT_MODE
-from ._snapshot import Chunk, Snapshot
+from ._snapshot import Chunk, Chunks, Snapshot
 from ._writer import Writer
 
 __version__ = "0.2.0"
@@ -49,6 +49,7 @@ __all__ = [
     "AtomicLog",
     "AtomicLogError",
     "Chunk",
+    "Chunks",
     "ClaimHeldError",
     "CorruptLogError",
     "Cursor",

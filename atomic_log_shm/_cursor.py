@@ -18,7 +18,7 @@ import numpy.typing as npt
 from . import _wait
 from ._errors import InvalidArgumentError, NotPicklableError
 from ._reader import Reader
-from ._snapshot import Snapshot, data_frame
+from ._snapshot import Snapshot, _concatenate, data_frame
 
 
 class Poll:
@@ -40,6 +40,10 @@ class Poll:
         self.missed = missed
         self.start = start
         self._dtype = dtype
+
+    def to_numpy(self) -> npt.NDArray[Any]:
+        """The new records, as one contiguous array (a copy, writable, owned by you)."""
+        return _concatenate(self.arrays, self._dtype)
 
     def to_pandas(self) -> Any:
         """The new records, as a ``pandas.DataFrame`` (a copy) indexed by position.
@@ -100,7 +104,7 @@ class Cursor:
         if position >= end:  # nothing new: has the log gone? (looked at every 0.5 s at most)
             snapshot.look_if_gone()
             return Poll([], 0, position, self._reader.dtype)
-        chunks = tuple(snapshot.chunks())
+        chunks = snapshot.chunks()
         first = len(chunks)  # the oldest chunk that holds positions at or after `position`
         while first and chunks[first - 1].start + len(chunks[first - 1].values) > position:
             first -= 1

@@ -16,7 +16,7 @@ import itertools
 import operator
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import attrgetter
 from typing import Any, overload
 
@@ -104,6 +104,37 @@ class _View:
             setattr(again, name, getattr(self, name))
         again.missed = missed
         return again
+
+
+class Chunks(list[Chunk]):
+    """Chunks of records, oldest first: what ``Snapshot.chunks()`` and ``Snapshot.since()``
+    return. A list (index it, slice it, ``len()`` counts the chunks) that copies its
+    records out in one step: ``to_numpy()``, ``to_pandas()``.
+
+    The chunks view shared memory without copying, as ``Chunk.values`` says; a slice of
+    the list is a plain list."""
+
+    __slots__ = ("dtype",)
+
+    dtype: np.dtype[Any]
+    """The log's dtype: the dtype of every chunk's values, and of ``to_numpy()`` of none."""
+
+    def __init__(self, chunks: Iterable[Chunk], dtype: np.dtype[Any]) -> None:
+        super().__init__(chunks)
+        self.dtype = dtype
+
+    def to_numpy(self) -> npt.NDArray[Any]:
+        """Every record of the chunks, oldest first, as one contiguous array (a copy,
+        writable, owned by you)."""
+        return _concatenate([chunk.values for chunk in self], self.dtype)
+
+    def to_pandas(self) -> Any:
+        """Every record of the chunks, as a ``pandas.DataFrame`` (a copy) indexed by position.
+
+        The index is named ``"position"``; there is one column per field, or one column,
+        ``"value"``, for a log of plain values. Needs pandas:
+        ``pip install 'atomic-log-shm[pandas]'``."""
+        return data_frame([chunk.values for chunk in self], [chunk.start for chunk in self], self.dtype)
 
 
 def _unseen(chunks: list[Chunk], since: int, end: int) -> int:
@@ -325,13 +356,16 @@ class Snapshot:
 
     iter = __iter__
 
-    def chunks(self) -> Iterator[Chunk]:
-        """The records shown, one Chunk per segment, oldest first; empty segments are skipped."""
-        return iter(self._view.chunks)
+    def chunks(self) -> Chunks:
+        """The records shown, one Chunk per segment, oldest first; empty segments are skipped.
+
+        A new list at each call (the chunks view shared memory: no record is copied), with
+        ``to_numpy()`` and ``to_pandas()`` for a copy of them all."""
+        return Chunks(self._view.chunks, self._reader.dtype)
 
     def to_numpy(self) -> npt.NDArray[Any]:
         """Every record shown, as one contiguous array (a copy, writable, owned by you)."""
-        return _concatenate([chunk.values for chunk in self._view.chunks], self._reader.dtype)
+        return self.chunks().to_numpy()
 
     def latest(self, k: int) -> npt.NDArray[Any]:
         """The newest ``k`` records shown (fewer if the view holds fewer), as one copy."""
@@ -408,11 +442,13 @@ class Snapshot:
             k, offset = k + 1, 0
         return parts
 
-    def since(self, field: str | None, value: Any) -> list[Chunk]:
+    def since(self, field: str | None, value: Any) -> Chunks:
         """The records shown whose ``field`` is at least ``value``, as zero-copy chunks.
 
         For a field that only grows (a timestamp, a sequence number): the chunks hold the
         newest records, from the first with ``record[field] >= value`` on, oldest first.
+        ``snap.since("ts", time.time() - 10).to_pandas()`` is the last 10 seconds as a
+        DataFrame.
         Found by binary search, over segments and then within one. For a log of plain
         values (no fields), pass ``field=None`` to compare the values themselves. If the
         field does not only grow, which records are returned is unspecified.
@@ -422,7 +458,7 @@ class Snapshot:
         try:  # the first segment whose newest record reaches value
             first = bisect_left(chunks, True, key=lambda chunk: bool(column(chunk.values)[-1] >= value))
             if first == len(chunks):
-                return []
+                return Chunks((), self._reader.dtype)
             chunk = chunks[first]
             k = int(np.searchsorted(column(chunk.values), value, side="left"))
         except (TypeError, ValueError) as exc:
@@ -431,7 +467,7 @@ class Snapshot:
                 f"{self._reader.name!r} ({_field_dtype(self._reader.dtype, field)}): {exc}"
             ) from None
         head = chunk if k == 0 else Chunk(chunk.sequence, chunk.values[k:], chunk.start + k)
-        return [head, *chunks[first + 1 :]]
+        return Chunks([head, *chunks[first + 1 :]], self._reader.dtype)
 
     def to_pandas(self) -> Any:
         """Every record shown, as a ``pandas.DataFrame`` (a copy) indexed by position.
@@ -439,8 +475,7 @@ class Snapshot:
         The index is named ``"position"``; there is one column per field, or one column,
         ``"value"``, for a log of plain values. Needs pandas:
         ``pip install 'atomic-log-shm[pandas]'``."""
-        chunks = self._view.chunks
-        return data_frame([c.values for c in chunks], [c.start for c in chunks], self._reader.dtype)
+        return self.chunks().to_pandas()
 
     @property
     def log(self) -> Any:

@@ -34,7 +34,7 @@ import enum
 import os
 import struct
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -337,8 +337,8 @@ class Writer:
             self._waits.wake()  # type: ignore[union-attr]
 
     def append(self, value: Any) -> None:
-        """Publish one record: a number for a plain dtype, a tuple (one value per field) or
-        a numpy record for a structured one.
+        """Publish one record: a number for a plain dtype; for a structured one, a tuple (one
+        value per field), a dict of every field's name to its value, or a numpy record.
 
         The record is visible to every reader once this returns. A value is converted by
         the rules ``extend()`` follows (no float into an integer field, no string into a
@@ -385,7 +385,13 @@ class Writer:
             raise
 
     def extend(self, values: Any) -> None:
-        """Publish a sequence of records (any array-like), one publication per segment.
+        """Publish a batch of records, one publication per segment.
+
+        A batch is an array, a sequence of records (tuples, dicts by field name, numpy
+        records), or columns by name: a mapping of every field's name to its column, or a
+        pandas DataFrame (its index is not stored). A structured array whose fields have
+        the log's names, in any order, is taken by name. Values are converted by the rules
+        ``append()`` follows.
 
         The whole batch is converted first, so a bad value raises InvalidRecordError before
         anything is published. If shared memory runs out part-way (OutOfSpaceError), the
@@ -557,6 +563,11 @@ class Writer:
         try:
             records = self._convert(values)
         except _VALUE_ERRORS as exc:
+            if _records.is_columns(values):  # by name, a field at a time: the error names the field
+                what = "a mapping of columns" if isinstance(values, Mapping) else f"a {type(values).__name__}"
+                raise InvalidRecordError(
+                    f"log {self._name!r}: cannot store {what} as records of {dtype}: {exc}"
+                ) from None
             if dtype.names is None and len(_shape(values)) > 1:
                 raise InvalidRecordError(
                     f"extend() takes a 1-d sequence of records of {dtype}, got shape {_shape(values)}"

@@ -185,7 +185,7 @@ def test_child_attaching_with_a_wrong_dtype_gets_dtype_mismatch(start, log_name)
 def try_to_write_through_a_reader(out: Any, name: str, go: Any) -> list[int]:
     log = AtomicLog.attach(name)
     snap = log.snapshot()
-    chunk = next(snap.chunks())
+    chunk = snap.chunks()[0]
     owner = memory_owner(chunk.values)
     out.put(
         (

@@ -76,7 +76,7 @@ def test_chunk_values_are_read_only_views_of_shared_memory() -> None:
     writer, log = AtomicLog.new_claimed(retained=4, segment=4, dtype=np.int64)
     with log, writer:
         writer.extend([1, 2])
-        chunk = next(log.snapshot().chunks())
+        chunk = log.snapshot().chunks()[0]
         assert not chunk.values.flags.writeable
         assert not chunk.values.flags.owndata
         with pytest.raises(ValueError):
