@@ -218,6 +218,9 @@ class Snapshot:
     def _refresh_incremental(self, view: _View, head: int) -> _View | None:
         """The view that keeps the held segments still retained and adds those up to
         ``head``; None if the writer moved on meanwhile, or too far (the caller rebuilds)."""
+        # The head before the slots: pairs with the writer's fence before its head store (the
+        # refresh loaded the head, found it moved on, and reads its slots now).
+        fence(ACQUIRE)
         reader = self._reader
         oldest = head - reader.layout.slot_count + 1
         held = view.head

@@ -30,8 +30,8 @@ order, and the calls that take atomicshm's default order, sequentially consisten
 ``SEQ_CST_BY_DEFAULT``) is dropped in turn (a fence left out, an access made relaxed), and
 some check must fail: a site that no check misses would protect nothing the table names,
 or the table would miss a rule. ``SPARE`` names the sites whose order no pairing needs, and
-why; each of them must stay uncaught, so the list stays true. ``KNOWN_GAPS`` holds the
-pairings the code does not keep yet, each pinned by a strict xfail.
+why; each of them must stay uncaught, so the list stays true. ``KNOWN_GAPS`` would hold a
+pairing the code does not keep yet, waived where it is known (none is, today).
 
 What it cannot show: that the CPU keeps the order (atomicshm's fences and orders on
 aarch64, the kernel's locks and system calls are taken as documented); loads and stores
@@ -601,24 +601,15 @@ RULES = [
 @dataclass(frozen=True)
 class Gap:
     """A pairing of ``rule`` that the code does not keep yet where its Y is inside a call of
-    ``within`` (one of ``MARKED``); each is pinned by a strict xfail, and once its fence is
-    in, it goes, and the mutation test then requires that fence to be caught."""
+    ``within`` (one of ``MARKED``): waived there, with the reason, until its fence is in;
+    the mutation test then requires that fence to be caught."""
 
     rule: str
     within: str
     why: str
 
 
-KNOWN_GAPS = [
-    Gap(
-        "head before the slots",
-        "Snapshot._refresh_incremental",
-        "Snapshot.refresh() loads the head and, when it moved on, _refresh_incremental reads "
-        "the slots with no acquire fence after that load (the table's head row: head load; "
-        "acquire fence); each slot's own epoch check keeps it safe, and a stale epoch costs a "
-        "rebuild, but the pairing is not the table's",
-    ),
-]
+KNOWN_GAPS: list[Gap] = []
 
 # Ordering sites whose order no pairing of the table needs: (module, call) -> why. Each must
 # stay uncaught when dropped (else it goes from here), every other site must be caught.
@@ -1164,19 +1155,6 @@ def test_the_rules_follow_the_design_table() -> None:
         sides = {rule.roles for rule in RULES if rule.row == row}
         assert sides == ({WRITERS} if row == "the header" else {WRITERS, READERS}), (row, sides)
     assert {rule.row for rule in RULES} - {None} == set(rows)
-
-
-@pytest.mark.parametrize("gap", KNOWN_GAPS, ids=lambda gap: f"{gap.rule} in {gap.within}")
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason="a known gap: see KNOWN_GAPS")
-def test_known_gaps_are_still_open(gap: Gap, log_name: Names) -> None:
-    """Each gap is still there: some path fails its rule once it is not waived. Once its
-    fence is in, this passes, the strict xfail fails, and the gap goes from KNOWN_GAPS."""
-    failing = [
-        name
-        for name, path in PATHS.items()
-        if any(rule == gap.rule for rule, _ in check(audit(path, log_name).events, gaps=[])[0])
-    ]
-    assert not failing, f"{gap.rule!r} fails inside {gap.within} on {failing}: {gap.why}"
 
 
 # --- 4. Each ordering site dropped makes the audit fail -----------------------------------
