@@ -42,8 +42,8 @@ with its ``token`` (``_shm.segment_path``), 64 random bits drawn by the writer w
 made or renamed the region, so nobody can guess, and plant, a segment's name before it
 exists (docs/design.md, "Regions"). Integers are little-endian int64
 and 8-byte aligned, so each is stored and loaded by one machine instruction
-(docs/design.md). Version 1 (16-byte slots, start implied by ``s * segment_capacity``)
-is refused with VersionMismatchError.
+(docs/design.md). Another version (``VERSION`` says what each was) is refused with
+VersionMismatchError: every process of a log must run the same release.
 """
 
 from __future__ import annotations
@@ -60,7 +60,10 @@ from ._errors import CorruptLogError, NotALogError, UnsupportedDtypeError, Versi
 from ._platform import ACQUIRE, RELEASE, fence
 
 MAGIC = b"ALOGSHM\x00"
-VERSION = 2
+VERSION = 3
+"""The layout's version: 3 since the held region and the wake-up by atomics (a process of
+another release would disagree with this one on both); 2 had no ``held_token``; 1 had
+16-byte slots, ``start`` implied by ``seq * segment_capacity``."""
 
 FIXED = np.dtype(
     [

@@ -433,12 +433,12 @@ def test_attaching_to_a_region_that_is_not_a_log(log_name: Names, content: bytes
         assert region_bytes(name) == content  # not removed, not changed
 
 
-@pytest.mark.parametrize("version", [1, 3])  # 1: the layout before positions had a start
+@pytest.mark.parametrize("version", [1, 2, 4])  # 1: before positions had a start; 2: before the held region
 def test_another_layout_version(claimed: Callable[..., tuple[Writer, AtomicLog]], version: int) -> None:
     writer, log = claimed()
     writer.extend([1, 2, 3])
     patch_field(log.name, "version", version)
-    with pytest.raises(VersionMismatchError, match=rf"{log.name}.*version {version}.*version 2"):
+    with pytest.raises(VersionMismatchError, match=rf"{log.name}.*version {version}.*version 3"):
         AtomicLog.attach(log.name)
     assert remove_log(log.name) >= 2  # another version's log can still be removed
     assert regions_of(log.name) == []
