@@ -252,9 +252,9 @@ class Writer:
     def _enter_segment(self, seq: int, region: _segment.Region, count: int, start: int) -> None:
         """Make segment ``seq`` the head, with ``count`` records from position ``start``,
         and become OPEN: last, after everything the hot paths use."""
-        self._seq = seq
-        self._start = start
-        self._count = count
+        # One statement: an interrupt leaves the old head's three or the new one's, so
+        # ``end`` is never a mix of both.
+        self._seq, self._start, self._count = seq, start, count
         # The release store of the head's count word: what _publish publishes with.
         self._store_count = self._claim.view.cell_u64(self._layout.count_word(seq) * WORD).store
         self._map = region.map  # extend() copies bytes into the mapping itself
@@ -477,6 +477,8 @@ class Writer:
     @property
     def end(self) -> int:
         """The position the next record appended will get (the log's length, in positions)."""
+        if self._state is ROLLING:  # an exception cut a rollover short: what is published counts
+            self._resync()
         return self._start + self._count
 
     def _check_start(self, start: int) -> None:

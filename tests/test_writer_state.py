@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import Interrupter, interrupt_at_every_line, run_traced
 
 import atomic_log_shm
 from atomic_log_shm import (
@@ -93,37 +94,54 @@ def test_a_forked_childs_writer_of_one_byte_records_at_count_0_refuses_and_chang
         assert shown(log)[-1] == (end, 7)
 
 
+ONE_BYTE = {  # a one-byte dtype, and a record of it for a small int
+    "u1": lambda v: v,
+    "S1": lambda v: bytes([65 + v % 26]),
+    "[('v', 'u1')]": lambda v: (v,),
+}
+
+
+@pytest.mark.parametrize("dtype", list(ONE_BYTE))
 def test_an_interrupted_recovery_of_a_failed_rollover_never_publishes_an_unwritten_record(
-    log_name: Names, monkeypatch: pytest.MonkeyPatch
+    log_name: Names, monkeypatch: pytest.MonkeyPatch, dtype: str
 ) -> None:
     """One-byte records in reused pages (stale bytes everywhere): a rollover fails (no
-    room), the recovery from it is interrupted; the next appends store and show exactly
-    their values."""
-    writer, log = AtomicLog.new_claimed(retained=4, segment=4, dtype="u1", name=log_name())
+    room), the recovery from it is interrupted, and so is the one after; the next appends
+    store and show exactly their values (a writer left without its head once stored them
+    nowhere, and published a stale byte)."""
+    record = ONE_BYTE[dtype]
+    writer, log = AtomicLog.new_claimed(
+        retained=4, segment=4, dtype=eval(dtype) if dtype.startswith("[") else dtype, name=log_name()
+    )
     with log, writer:
         for i in range(40):  # many rollovers: the spare's pages hold old values
-            writer.append(40 + i % 10)
+            writer.append(record(40 + i % 10))
         while writer.end % 4:
-            writer.append(42)
+            writer.append(record(42))
         end = writer.end
         take = _segment.WriterSegments.take
         open_writable = _segment.open_writable
+        interrupts = [KeyboardInterrupt("inside the recovery (test)")] * 2
 
         def no_room(self: Any, seq: int) -> Any:
             raise OutOfSpaceError(28, "no room (test)")
 
         def interrupted(*args: Any) -> Any:
-            monkeypatch.setattr(_segment, "open_writable", open_writable)
-            raise KeyboardInterrupt("inside the recovery (test)")
+            if interrupts:
+                raise interrupts.pop()
+            return open_writable(*args)
 
         monkeypatch.setattr(_segment.WriterSegments, "take", no_room)
         monkeypatch.setattr(_segment, "open_writable", interrupted)
-        with pytest.raises(KeyboardInterrupt):
-            writer.append(7)
+        for _ in range(2):
+            with pytest.raises((KeyboardInterrupt, OutOfSpaceError)):
+                writer.append(record(7))
         monkeypatch.setattr(_segment.WriterSegments, "take", take)
-        for value in (7, 8, 9, 10, 11):
+        values = [record(v) for v in (7, 8, 9, 10, 11)]
+        for value in values:
             writer.append(value)
-        assert shown(log)[-5:] == [(end + i, v) for i, v in enumerate((7, 8, 9, 10, 11))]
+        got = [(p, tuple(v) if isinstance(v, tuple) else v) for p, v in shown(log)[-5:]]
+        assert got == [(end + i, v) for i, v in enumerate(values)]
         assert writer.end == end + 5
 
 
@@ -242,3 +260,46 @@ def test_interrupts_between_appends_never_lose_or_repeat_a_position(log_name: Na
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+WRITER_FILES = {os.path.join(LIBRARY, f) for f in ("_writer.py", "_segment.py", "_shm.py")}
+
+
+def test_an_interrupt_at_any_line_of_the_recovery_from_an_interrupted_rollover_of_one_byte_records(
+    log_name: Names, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rollover of one-byte records (in pages reused, full of old values) is interrupted
+    after it published its head; the recovery from that is interrupted in turn, at each of
+    its lines. Whatever the writer does next, every record shown is the one appended at its
+    position, and the writer goes on (or says it is closed, and a new claim goes on)."""
+    dtype = np.dtype([("v", "u1")])
+    retire = _segment.WriterSegments.retire
+
+    def at_head_published(self: Any, *args: Any) -> None:
+        monkeypatch.setattr(_segment.WriterSegments, "retire", retire)
+        raise KeyboardInterrupt("after the head store (test)")
+
+    def once(at: int | None) -> tuple[bool, int]:
+        with AtomicLog.new(retained=8, segment=4, dtype=dtype, name=log_name()) as log:
+            writer = log.try_claim_writer()
+            assert writer is not None
+            while writer.end < 48 or writer.end % 4:
+                writer.append((writer.end % 256,))
+            monkeypatch.setattr(_segment.WriterSegments, "retire", at_head_published)
+            tracer = Interrupter(WRITER_FILES, at)  # the rollover, then its recovery, line by line
+            run_traced(lambda: writer.append((writer.end % 256,)), tracer)
+            monkeypatch.setattr(_segment.WriterSegments, "retire", retire)
+            interrupted = tracer.fired
+            for _ in range(12):
+                try:
+                    writer.append((writer.end % 256,))
+                except WriterClosedError:
+                    writer = log.try_claim_writer()
+                    assert writer is not None
+            for chunk in AtomicLog.attach(log.name).snapshot().chunks():
+                expected = np.arange(chunk.start, chunk.start + len(chunk)) % 256
+                assert chunk.values["v"].tolist() == expected.tolist(), (at, chunk)
+            writer.close()
+        return interrupted, tracer.lines
+
+    interrupt_at_every_line(once, more_than=10)
