@@ -772,6 +772,10 @@ def test_end_to_end_with_kills_and_a_redis_restart(log_name: Callable[[], str], 
                 time.sleep(0.3)
                 server.start()
             assert relay.proc.poll() is None and mirror.proc.poll() is None, (i, relay.stderr, mirror.stderr)
+        # The last ones restarted are running (a slow machine starts a process in seconds):
+        # a SIGTERM before their handler is set would end them with -15, not the 0 asked.
+        until(lambda r=relay: r.said("resuming at position"), "the last relay to connect")
+        until(lambda m=mirror: m.said("resuming at", "reading the stream"), "the last mirror to connect")
         assert writer.stdout.readline().strip() == "done"
         out, _ = follower.communicate(timeout=60)
         result = json.loads(out)
