@@ -345,9 +345,10 @@ def test_the_dashboards_benchmark_runs() -> None:
     bench = [sys.executable, "-m", "atomic_log_shm.bench.dashboard", "--quick"]
     result = subprocess.run(bench, capture_output=True, text=True, timeout=10 * TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr
-    c, w = result.stdout.splitlines()
+    c, w, m = result.stdout.splitlines()
     assert c.startswith("C: no_client_cpu_pct=") and "w25s_frames_per_s=" in c
     assert w.startswith("W: alone_per_s=") and "streamed_per_s=" in w
+    assert m.startswith("M: alone_per_s=") and "exporter_cpu=" in m
 
 
 # The page, in a headless Chromium ----------------------------------------------------------

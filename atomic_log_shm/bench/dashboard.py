@@ -1,6 +1,6 @@
 """What the live dashboard (``atomic-log dashboard``) costs the machine and the writer.
 
-    python -m atomic_log_shm.bench.dashboard           # about a minute
+    python -m atomic_log_shm.bench.dashboard           # about two minutes
     python -m atomic_log_shm.bench.dashboard --quick   # a smoke run (seconds)
 
 The dashboard is an ``atomic-log dashboard`` process, as a user runs it. Its client is a
@@ -17,6 +17,9 @@ three services' cpu, memory and latency of the documentation's screenshot.
      100,000 records, all the log retains) and to one nobody streams, in turns of 0.5 s:
      medians, per wall second and per second of the writer's CPU; the rest of the
      machine's load falls on both alike
+  M  as W, with an ``atomic-log export`` process of the streamed log (no label) scraped
+     every second besides the page: everything the monitoring page offers at once; also
+     the server's and the exporter's CPU, and the frames the client got
 
 Every process and log made here is stopped or removed on the way out.
 """
@@ -183,21 +186,30 @@ def _append_rate(writer: Writer, seconds: float) -> tuple[float, float]:
     return n / (clock() - began), n / (time.thread_time() - cpu)
 
 
-def bench_w(seconds: float, rounds: int) -> dict[str, float]:
+def bench_w(seconds: float, rounds: int, exported: bool = False) -> dict[str, float]:
+    """Turns of ``seconds`` on a log nobody reads and on one the client streams (and, if
+    ``exported``, an exporter serves to a scraper), ``rounds`` times, the order swapped
+    each round so that drift in the machine's load falls on both alike."""
     names = [f"alogbench-{os.getpid()}-{secrets.token_hex(4)}" for _ in range(2)]
     logs = [AtomicLog.new_claimed(retained=100_000, segment=8192, dtype=DTYPE, name=n) for n in names]
     rates: list[list[tuple[float, float]]] = [[], []]
     try:
         for writer, _ in logs:
             writer.extend(_records(time.time() + np.arange(100_000) * 1e-6))  # a full window
-        with _dashboard(*names) as (_, url):
+        with contextlib.ExitStack() as stack:
+            pid, url = stack.enter_context(_dashboard(*names))
+            watchers = [pid]
+            if exported:
+                watchers.append(stack.enter_context(_scraped_exporter(names[1])))
             stream = _Stream(_address(url), names[1], 60)
-            try:
-                for _ in range(rounds):
-                    for side, (writer, _) in enumerate(logs):
-                        rates[side].append(_append_rate(writer, seconds))
-            finally:
-                stream.close()
+            stack.callback(stream.close)
+            cpu, began = [_cpu_seconds(watcher) for watcher in watchers], time.perf_counter()
+            for r in range(rounds):
+                for side in (0, 1) if r % 2 == 0 else (1, 0):
+                    rates[side].append(_append_rate(logs[side][0], seconds))
+            took = time.perf_counter() - began
+            cpu = [(_cpu_seconds(w) - before) / took for w, before in zip(watchers, cpu, strict=True)]
+            frames = stream.frames / took
     finally:
         for writer, log in logs:
             writer.close()
@@ -213,7 +225,29 @@ def bench_w(seconds: float, rounds: int) -> dict[str, float]:
         "streamed_per_cpu_s": watched_cpu,
         "cpu_ratio": watched_cpu / alone_cpu,
         "rounds": rounds,
+        "server_cpu": cpu[0],
+        **({"exporter_cpu": cpu[1]} if exported else {}),
+        "frames_per_s": frames,
     }
+
+
+@contextlib.contextmanager
+def _scraped_exporter(name: str) -> Iterator[int]:
+    """An ``atomic-log export NAME`` process (no label) scraped every second by another
+    process, as Prometheus would: the exporter's pid."""
+    from atomic_log_shm.bench import prometheus
+
+    with prometheus._exporter(name, None) as (proc, url):
+        scrape = [sys.executable, "-c", prometheus.SCRAPER, url, "1.0"]
+        scraper = subprocess.Popen(scrape, stdout=subprocess.PIPE)
+        try:
+            assert scraper.stdout is not None
+            scraper.stdout.readline()  # its first scrape is done: everything has started
+            yield proc.pid
+        finally:
+            prometheus._stop(scraper)
+            if scraper.stdout is not None:
+                scraper.stdout.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -221,15 +255,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m atomic_log_shm.bench.dashboard", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--quick", action="store_true", help="short runs: a smoke test")
-    parser.add_argument("--only", default="CW", help="scenarios to run (default CW)")
+    parser.add_argument("--only", default="CWM", help="scenarios to run (default CWM)")
     args = parser.parse_args(argv)
     for key in args.only.upper():
         if key == "C":
             results = bench_c(1.0 if args.quick else 10.0)
         elif key == "W":
             results = bench_w(0.25 if args.quick else 0.5, 2 if args.quick else 12)
+        elif key == "M":
+            results = bench_w(0.25 if args.quick else 0.5, 2 if args.quick else 40, exported=True)
         else:
-            parser.error(f"no scenario {key!r}; choose from CW")
+            parser.error(f"no scenario {key!r}; choose from CWM")
         shown = (f"{k}={v:,.0f}" if abs(v) >= 100 else f"{k}={v:.2f}" for k, v in results.items())
         print(f"{key}: " + "  ".join(shown), flush=True)
     return 0

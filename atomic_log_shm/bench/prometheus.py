@@ -113,10 +113,10 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
 
 
 @contextlib.contextmanager
-def _exporter(name: str, label: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``atomic-log export NAME --label LABEL`` on a free port: the process and its URL."""
+def _exporter(name: str, label: str | None) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``atomic-log export NAME [--label LABEL]`` on a free port: the process and its URL."""
     proc = subprocess.Popen(
-        [*CLI, "export", name, "--port", "0", "--label", label],
+        [*CLI, "export", name, "--port", "0", *(["--label", label] if label else [])],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
