@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from atomic_log_shm import AtomicLog, Writer
+from atomic_log_shm.bench.harness import stop_command
 
 FIELDS = [
     f"{service}_{metric}" for service in ("api", "db", "cache") for metric in ("cpu", "mem_mb", "p99_ms")
@@ -103,12 +104,7 @@ def _dashboard(*names: str) -> Iterator[tuple[int, str]]:
         url = proc.stdout.readline().split()[2]
         yield proc.pid, url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_command(proc, WAIT)
 
 
 def _address(url: str) -> tuple[str, int]:
@@ -245,7 +241,7 @@ def _scraped_exporter(name: str) -> Iterator[int]:
             scraper.stdout.readline()  # its first scrape is done: everything has started
             yield proc.pid
         finally:
-            prometheus._stop(scraper)
+            stop_command(scraper, WAIT)
             if scraper.stdout is not None:
                 scraper.stdout.close()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import queue
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from multiprocessing.context import BaseContext
@@ -141,6 +142,17 @@ def stop_processes(procs: Sequence[BaseProcess]) -> None:
         deadline = time.monotonic() + grace
         for proc in alive:
             proc.join(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def stop_command(proc: subprocess.Popen[Any], grace: float = 60.0) -> None:
+    """End a command the bench started (a server, an exporter): SIGTERM, then, after
+    ``grace`` seconds, SIGKILL."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def reader_errors(results: Any) -> str:

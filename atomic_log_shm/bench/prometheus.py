@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from atomic_log_shm import AtomicLog, LogNotFoundError, Writer, remove_log
+from atomic_log_shm.bench.harness import stop_command
 
 _NUMBERS = [("ts", "<f8"), ("seq", "<i8"), ("price", "<f8"), ("qty", "<i4"), ("latency_us", "<f4")]
 DTYPE = np.dtype([*_NUMBERS, ("sensor", "<i8")])
@@ -103,15 +104,6 @@ def _log(dtype: np.dtype[Any] = DTYPE) -> Iterator[tuple[Writer, AtomicLog]]:
             remove_log(name)
 
 
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(WAIT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @contextlib.contextmanager
 def _exporter(name: str, label: str | None) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``atomic-log export NAME [--label LABEL]`` on a free port: the process and its URL."""
@@ -128,7 +120,7 @@ def _exporter(name: str, label: str | None) -> Iterator[tuple[subprocess.Popen[s
             raise RuntimeError(f"atomic-log export did not start: {line!r}")
         yield proc, line.rsplit(" at ", 1)[1].strip()
     finally:
-        _stop(proc)
+        stop_command(proc, WAIT)
 
 
 def _medians_ms(run: Callable[[], Any], repeats: int) -> tuple[float, float]:
@@ -217,7 +209,7 @@ def _exported_rate(
             wall, cpu = _append_rate(writer, seconds)
             exporter_cpu = (_cpu_seconds(proc.pid) - before) / (time.perf_counter() - began)
         finally:
-            _stop(scraper)
+            stop_command(scraper, WAIT)
         scrapes = [float(line) for line in scraper.stdout.read().split()]
     return wall, cpu, exporter_cpu, scrapes
 

@@ -44,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from atomic_log_shm import AtomicLog, LogNotFoundError, Snapshot, remove_log
+from atomic_log_shm.bench.harness import stop_command
 from atomic_log_shm.relay import stream_key
 
 DTYPE = np.dtype([("ts", "<f8"), ("seq", "<i8"), ("price", "<f8"), ("qty", "<i8")])
@@ -102,12 +103,7 @@ def _redis_server(directory: Path) -> Iterator[str]:
         client.close()
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_command(proc, WAIT)
 
 
 class _Command:
