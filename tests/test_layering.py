@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import pathlib
 
+import pytest
+
 from atomic_log_shm._header import FIXED, MAGIC, WORD
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "atomic_log_shm"
@@ -173,3 +175,24 @@ def test_only_the_header_module_knows_slot_and_header_word_offsets() -> None:
         for where in offsets_spelled(path.read_text(), private)
     ]
     assert not spelled, "header offsets spelled outside _header.py:\n" + "\n".join(spelled)
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        "from ._header import _COUNT",
+        "from . import _header\ncount = _header._EPOCH",
+        "head = self._words[3]",
+        "count = words[17 + 4 * seq]",
+        "magic_and_head = bytes(region[8:16])",
+        "cell = view.cell_u64(offset=16)",
+        "at = 128 + 32 * seq",
+    ],
+)
+def test_the_offset_check_finds_an_offset_planted_in_a_module(planted: str) -> None:
+    """The check above can fail: each way of spelling a header offset outside ``_header``,
+    planted in a copy of a module that reads the header, is reported."""
+    source = (PACKAGE / "_reader.py").read_text()
+    private = _header_private_layout_names()
+    assert not offsets_spelled(source, private)
+    assert offsets_spelled(source + "\n\n" + planted + "\n", private), planted
