@@ -154,7 +154,8 @@ class Writer:
     Obtained from ``AtomicLog.new_claimed()`` or ``AtomicLog.try_claim_writer()``. The claim
     ends with ``close()``, the end of a ``with`` block, garbage collection of the writer or
     the death of its process; the log and its history stay. A writer is not thread-safe:
-    use it from one thread at a time.
+    use it from one thread at a time (``end``, ``closed`` and ``repr()`` only read, so
+    another thread may look at them meanwhile).
     """
 
     __slots__ = (
@@ -476,9 +477,17 @@ class Writer:
 
     @property
     def end(self) -> int:
-        """The position the next record appended will get (the log's length, in positions)."""
-        if self._state is ROLLING:  # an exception cut a rollover short: what is published counts
-            self._resync()
+        """The position the next record appended will get (the log's length, in positions).
+
+        Only reads: another thread (a monitor of a ``Mirror``, say) may ask while this
+        writer rolls over in its own thread."""
+        if self._state is ROLLING:  # a rollover under way, or cut short by an exception:
+            try:  # what is published counts (the next write resyncs to it)
+                _, count, start = self._published_head()
+            except (LogNotFoundError, CorruptLogError):  # the next write says so
+                pass
+            else:
+                return start + count
         return self._start + self._count
 
     def _check_start(self, start: int) -> None:

@@ -303,3 +303,35 @@ def test_an_interrupt_at_any_line_of_the_recovery_from_an_interrupted_rollover_o
         return interrupted, tracer.lines
 
     interrupt_at_every_line(once, more_than=10)
+
+
+def test_another_thread_reading_end_never_disturbs_a_rollover(
+    log_name: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``end`` only reads. A thread that watches it (as a Mirror's ``position`` is watched)
+    while the writer rolls over in its own thread must never change the writer: once it
+    did, by resyncing a writer it found rolling, which removed the region the rollover had
+    just made, and readers then found the head with no region."""
+    import threading
+
+    take = _segment.WriterSegments.take
+    seen: list[int] = []
+
+    def take_while_another_thread_reads_end(self: Any, seq: int) -> Any:
+        region = take(self, seq)  # made, not yet published: the writer is rolling over
+        watcher = threading.Thread(target=lambda: seen.append(writer.end))
+        watcher.start()
+        watcher.join()
+        return region
+
+    with AtomicLog.new(retained=8, segment=4, dtype=np.int64, name=log_name()) as log:
+        writer = log.try_claim_writer()
+        assert writer is not None
+        monkeypatch.setattr(_segment.WriterSegments, "take", take_while_another_thread_reads_end)
+        for value in range(40):
+            writer.append(value)
+        monkeypatch.setattr(_segment.WriterSegments, "take", take)
+        assert seen == list(range(4, 40, 4)), "end during each rollover: what is published"
+        snap = AtomicLog.attach(log.name).snapshot()
+        assert snap.end == 40 and [int(v) for v in snap] == list(range(snap.start, 40))
+        writer.close()
