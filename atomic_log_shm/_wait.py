@@ -36,9 +36,11 @@ Why no wake-up is lost (docs/design.md, "Waiting: why no wake-up is lost", has i
   the load stays before it), so before the bump: its FUTEX_WAIT fails at once or is woken by
   this wake, and it sets ``waiting`` again before it sleeps again.
 
-A follower with a freshness budget (``latency`` > 0, ``wait_paced``) never sets ``waiting``:
-it looks at the log every ``latency`` seconds, sleeping in between on a timer, and returns at
-most once per ``latency``, taking what came as one batch. The writer does nothing for it.
+A follower with a freshness budget (``latency`` > 0, ``paced``) never sets ``waiting``: it
+looks at the log once per ``latency`` (a short budget on a clock every process shares, so
+that followers with one budget wake together: ``tick_after``), sleeping in between on a
+timer, and returns at most once per period, taking what came as one batch. The writer does
+nothing for it.
 
 The futex is shared (no FUTEX_PRIVATE_FLAG): the kernel keys it by file and offset, so
 the writer's and every reader's mappings meet on it. Where the wait region cannot be
@@ -351,22 +353,45 @@ def paced(
     """A follower's wait with a freshness budget of ``latency`` seconds, as the seconds to
     sleep between its looks (the caller sleeps them: ``time.sleep`` or ``asyncio.sleep``);
     returns what ``wait_until`` would. It never asks to be woken, so the writer does nothing
-    for it: it looks at the log every ``latency`` seconds, and returns no sooner than
-    ``latency`` after its previous return (``pace.returned``), so a record it finds is at
-    most about ``latency`` old and a busy log wakes it about once per ``latency``."""
+    for it. It looks at the log once per ``latency`` (when: ``tick_after``), and returns at
+    most once per period (none before the look after its previous return,
+    ``pace.returned``), so a record it finds is at most about ``latency`` old and a busy log
+    wakes it about once per ``latency``."""
     clock = _Clock(timeout, still)
     while True:
-        due = pace.returned + latency - time.monotonic()
+        now = time.monotonic()
         if end() > position:
+            due = tick_after(pace.returned, latency) - now
             if due > 0 and clock.deadline is not None:
-                due = min(due, clock.deadline - time.monotonic())
+                due = min(due, clock.deadline - now)
             if due > 0:
                 yield due
             return True
-        left = clock.left(max(latency, due))
+        left = clock.left(tick_after(now, latency) - now)
         if left is None:
             return False
         yield left
+
+
+SHARED_BELOW = 0.25  # budgets shorter than this (seconds) wake on the shared clock ...
+PHASES = 2  # ... in this many waves, a process in each by its pid
+
+
+def tick_after(moment: float, latency: float) -> float:
+    """When a follower with a budget of ``latency`` seconds looks next after ``moment``
+    (seconds of CLOCK_MONOTONIC).
+
+    A short budget wakes often, and a wake-up costs a process far more CPU when the machine
+    wakes for it alone: such followers look on a clock shared by every process of the host
+    (multiples of ``latency``, which every process computes alike from CLOCK_MONOTONIC), in
+    ``PHASES`` waves a fraction of a period apart. A long budget wakes rarely, and hundreds
+    of followers waking at one instant would hold the cores for milliseconds: each such
+    follower looks ``latency`` after ``moment``."""
+    if latency >= SHARED_BELOW:
+        return moment + latency
+    shift = os.getpid() % PHASES * latency / PHASES
+    tick = ((moment - shift) // latency + 1) * latency + shift
+    return tick if tick > moment else tick + latency  # a product rounded down onto moment
 
 
 def sleeping(wait: Generator[float, None, bool]) -> bool:

@@ -242,3 +242,23 @@ def test_a_snapshot_kept_behind_by_a_fast_writer_lingers_too(pauses: list[float]
         writer.extend(np.arange(100))
         assert snap.wait(1.0, linger=0)  # turned off for this wait
         assert len(pauses) == 4
+
+
+def test_short_budgets_look_on_a_clock_every_process_shares_and_long_ones_on_their_own() -> None:
+    """A budget below ``SHARED_BELOW`` looks at the next tick of a clock of that period
+    that every process computes alike (in ``PHASES`` waves, by pid): never later than one
+    period, and the same instant for any moment between two ticks. A long budget looks one
+    period after the moment it is given."""
+    from atomic_log_shm._wait import PHASES, SHARED_BELOW, tick_after
+
+    for latency in (1e-3, 0.05, 0.1, SHARED_BELOW / 2):
+        for moment in (0.0, 12.345, 1e6 + 0.01, 1e6 + latency * 3):
+            tick = tick_after(moment, latency)
+            assert moment < tick <= moment + latency
+            # Any moment up to just before that tick gives the same tick: the clock is shared.
+            assert tick_after(tick - latency * 0.999, latency) == pytest.approx(tick)
+            assert tick_after(tick, latency) == pytest.approx(tick + latency)
+            phase = (tick % latency) / latency * PHASES
+            assert abs(phase - round(phase)) < 1e-6 * PHASES
+    for latency in (SHARED_BELOW, 1.0, 5.0):
+        assert tick_after(12.345, latency) == 12.345 + latency
