@@ -44,7 +44,7 @@ RETAINED = 50_000
 SEGMENT = 4096
 SENSORS = 16
 SLOW_POLL = 0.4  # seconds: longer than the window lasts at the default rate
-STARTUP_TIMEOUT = 60.0  # seconds for the writer's first record
+STARTUP_TIMEOUT = 60.0  # seconds for the writer's first record and every reader's first look
 STATS_EVERY = 0.25  # seconds between window statistics in a reader
 # Per reader in the counters array: records seen, records missed, next position to read.
 SEEN, MISSED, NEXT = range(3)
@@ -108,18 +108,30 @@ def read(log: AtomicLog, reader: int, every: float, counters: Any, p99: Any, sto
             next_stats = now + STATS_EVERY
 
 
-def _wait_for_first_record(snap: Snapshot, procs: list[Any]) -> float | None:
-    """When the writer's first record was seen (the demo's clock starts there, as starting
-    processes on a busy machine can take a while); None if the writer failed or timed out."""
+def _wait_for_start(snap: Snapshot, procs: list[Any], counters: Any) -> float | None:
+    """When the demo's clock starts: once the writer's first record is published and every
+    reader has looked at the log (starting processes on a busy machine can take seconds),
+    or at ``STARTUP_TIMEOUT`` if the writer writes but a reader is still starting (it shows
+    as starting); None if the writer failed or never wrote."""
     deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline and procs[0].exitcode is None:
-        snap.refresh()
-        if len(snap):
+    writer, readers = procs[0], procs[1:]
+    wrote = False
+    while time.monotonic() < deadline and writer.exitcode is None:
+        if not wrote:
+            snap.refresh()
+            wrote = len(snap) > 0
+        looked = all(
+            counters[r * COUNTERS + NEXT] >= 0 or p.exitcode is not None for r, p in enumerate(readers)
+        )
+        if wrote and looked:
             return time.monotonic()
         time.sleep(0.02)
-    if procs[0].exitcode is None:
-        procs[0].kill()  # reported as failed in the summary
-        procs[0].join()
+    if writer.exitcode is not None:
+        return None
+    if wrote:
+        return time.monotonic()
+    writer.kill()  # reported as failed in the summary
+    writer.join()
     return None
 
 
@@ -180,7 +192,7 @@ def run(
             show = _live_view(out, readers) or _plain_view(out)
             snap = log.snapshot()
             rates = _Rates()
-            started = _wait_for_first_record(snap, procs)
+            started = _wait_for_start(snap, procs, counters)
             with show as draw:
                 while started is not None:
                     elapsed = time.monotonic() - started
