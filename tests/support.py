@@ -530,3 +530,18 @@ def untyped_errors(step: Callable[[], object], seconds: float) -> list[str]:
 def report_untyped_errors(step: Callable[[], object], seconds: float, out: Any) -> None:
     """In a (forked) child: ``untyped_errors(step, seconds)``, put on the queue ``out``."""
     out.put(untyped_errors(step, seconds))
+
+
+def until(condition: Callable[[], Any], what: str, timeout: float, every: float = 0.02) -> Any:
+    """Poll ``condition`` every ``every`` seconds until it is true (returning it), failing
+    the test after ``timeout`` seconds: a wait for another process or thread that only a
+    hang could make long."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(every)
+    pytest.fail(f"timed out waiting for {what}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import logging
 import os
@@ -19,7 +20,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import support
 from support import SHM, mappings_of, regions_of
 
 pytest.importorskip("prometheus_client")
@@ -477,15 +478,7 @@ def stopped_at_exit(proc: subprocess.Popen[Any]) -> Iterator[subprocess.Popen[An
                 proc.wait()
 
 
-def until(condition: Callable[[], Any], what: str) -> Any:
-    """Poll ``condition`` until it is true (returning it), failing the test after ``TIMEOUT``."""
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
+until = functools.partial(support.until, timeout=TIMEOUT, every=0.1)
 
 
 def export(*args: str, stderr: Any = subprocess.PIPE) -> subprocess.Popen[str]:

@@ -10,6 +10,7 @@ source's record there.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import support
 
 redis = pytest.importorskip("redis")
 
@@ -77,15 +79,7 @@ def end_of(name: str) -> int | None:
         return None
 
 
-def until(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-    """Poll ``condition`` until it is true (returning it), failing the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.02)
-    pytest.fail(f"timed out waiting for {what}")
+until = functools.partial(support.until, timeout=TIMEOUT)  # a wait that only a hang makes long
 
 
 # ---------------------------------------------------------------------------------------
