@@ -65,9 +65,7 @@ _EXACT_INTEGERS = {4: 2**24, 8: 2**53}  # a float of this many bytes holds every
 _INTEGERS = frozenset({int, bool})
 _FROM_THE_OTHER_STRING = {"S": " (encode it: 'api'.encode())", "U": " (decode it: b'api'.decode())"}
 _CHARACTERS = {"S": (1, "bytes"), "U": (4, "characters")}  # (bytes a character takes, what it is)
-_ERRORS = (TypeError, ValueError, OverflowError, struct.error)
-
-PackInto = Callable[..., None]
+VALUE_ERRORS = (TypeError, ValueError, OverflowError, struct.error)  # what a refused conversion raises
 
 
 def struct_for(dtype: np.dtype[Any]) -> struct.Struct | None:
@@ -130,7 +128,7 @@ def _plain(values: list[Any], dtype: np.dtype[Any], packer: struct.Struct | None
         if packer is not None:
             return np.frombuffer(b"".join(map(packer.pack, values)), dtype)
         return _column(values, dtype)  # the values of a plain log are one column
-    except _ERRORS:
+    except VALUE_ERRORS:
         if any(isinstance(value, Mapping) for value in values):
             raise TypeError(f"{_no_fields(dtype)}: pass a value, not a mapping (a dict)") from None
         raise
@@ -205,7 +203,7 @@ def _record(value: Any, dtype: np.dtype[Any]) -> Any:
                 item = _record(item, field)
             else:  # the rule's own value: numpy might round a Python int differently
                 item = _column(np.asarray(item).reshape(1, *np.shape(item)), field)[0]
-        except _ERRORS as exc:
+        except VALUE_ERRORS as exc:
             raise ValueError(f"field {name!r} ({field}): {exc}") from None
         items.append(item)
     return tuple(items)
@@ -276,7 +274,7 @@ def _from_columns(columns: Any, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
         field: np.dtype[Any] = dtype.fields[name][0]  # type: ignore[index]
         try:
             arrays.append(_column(column, field))
-        except _ERRORS as exc:
+        except VALUE_ERRORS as exc:
             raise ValueError(f"field {name!r} ({field}): {exc}") from None
     lengths = {len(array) for array in arrays}
     if len(lengths) > 1:
@@ -332,7 +330,7 @@ def _own_kind(values: Any, field: np.dtype[Any]) -> npt.NDArray[Any]:
         for row, value in enumerate(values):
             try:
                 _cast(np.asarray(value).reshape(1, *np.shape(value)), field.base)
-            except _ERRORS as exc:
+            except VALUE_ERRORS as exc:
                 raise ValueError(f"row {row}, {value!r}: {exc}") from None
         return np.array(list(values), dtype=field.base)
     if types == {_STRING_TYPES.get(field.kind)}:

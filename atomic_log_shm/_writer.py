@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
-import struct
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -52,7 +51,7 @@ from ._errors import (
 from ._header import GONE, HEAD_WORD, MAX_POSITION, NO_SEGMENT, WORD, Layout
 from ._platform import RELEASE, fence
 
-_VALUE_ERRORS = (TypeError, ValueError, OverflowError, struct.error)
+_VALUE_ERRORS = _records.VALUE_ERRORS
 
 
 def _nobody_waits() -> int:
